@@ -1,0 +1,40 @@
+"""The metadata store (DuckDB): the only place in qmlops that speaks SQL.
+
+``get_store()`` returns a store whose attributes are repositories, one per table family
+(``store.datasets``, ``store.lineage``, ``store.predictions``, ...). The same interface is served locally or,
+on a Ray cluster, by the single-writer actor ``qmlops-metadata``.
+"""
+
+from qmlops.metadata._datasets import DatasetRecord, DatasetRepository
+from qmlops.metadata._db import MIGRATIONS, Database
+from qmlops.metadata._lineage import NODE_KINDS, LineageEdge, LineageNode, LineageRepository
+from qmlops.metadata._predictions import PREDICTION_SCHEMA, PredictionRepository
+from qmlops.metadata._store import (
+    REPOSITORIES,
+    MetadataStore,
+    RemoteMetadataStore,
+    connect_remote,
+    get_store,
+    open_local,
+    shutdown_remote,
+)
+
+__all__ = [
+    "Database",
+    "MIGRATIONS",
+    "MetadataStore",
+    "RemoteMetadataStore",
+    "REPOSITORIES",
+    "get_store",
+    "open_local",
+    "connect_remote",
+    "shutdown_remote",
+    "DatasetRecord",
+    "DatasetRepository",
+    "LineageRepository",
+    "LineageNode",
+    "LineageEdge",
+    "NODE_KINDS",
+    "PredictionRepository",
+    "PREDICTION_SCHEMA",
+]

@@ -1,0 +1,2 @@
+-- Model registry (filled in by the registry).
+SELECT 1;

@@ -1,0 +1,60 @@
+"""Connecting to Ray the qmlops way: settings travel to every worker, one namespace, small test clusters."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from qmlops.config import get_settings
+
+__all__ = ["init_ray", "qmlops_env_vars", "shutdown_ray"]
+
+
+def qmlops_env_vars() -> dict[str, str]:
+    """The ``QMLOPS_*`` variables of this process, resolved, for a runtime_env (workers see the same home)."""
+    settings = get_settings()
+    env = {k: v for k, v in os.environ.items() if k.startswith("QMLOPS_")}
+    env["QMLOPS_HOME"] = settings.home
+    return env
+
+
+def init_ray(
+    address: str | None = None,
+    *,
+    num_cpus: int | None = None,
+    num_gpus: int | None = None,
+    object_store_memory: int | None = None,
+    include_dashboard: bool | None = None,
+    runtime_env: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> Any:
+    """``ray.init`` with the qmlops namespace and the ``QMLOPS_*`` settings in the runtime environment.
+
+    ``address=None`` connects to ``RAY_ADDRESS`` if set (as under ``ray job submit``), else starts a local
+    cluster with the given resources. Calling it when Ray is already initialised returns the current context.
+    """
+    import ray
+
+    if ray.is_initialized():
+        return ray.get_runtime_context()
+    env = dict(runtime_env or {})
+    env_vars = {**qmlops_env_vars(), **env.get("env_vars", {})}
+    env["env_vars"] = env_vars
+    settings = get_settings()
+    options: dict[str, Any] = {"namespace": settings.metadata_namespace, "runtime_env": env, **kwargs}
+    if address is None:
+        address = os.environ.get("RAY_ADDRESS")
+    if address:
+        options["address"] = address
+    else:
+        options.update(num_cpus=num_cpus, num_gpus=num_gpus, object_store_memory=object_store_memory)
+        if include_dashboard is not None:
+            options["include_dashboard"] = include_dashboard
+    return ray.init(**options)
+
+
+def shutdown_ray() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()

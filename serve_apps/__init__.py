@@ -1,0 +1,1 @@
+"""Ray Serve applications: the gateway ingress and the model servers."""
