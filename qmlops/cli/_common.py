@@ -16,8 +16,9 @@ from qmlops.exceptions import QmlopsError
 
 __all__ = ["console", "err_console", "handle_errors", "print_records", "print_record", "JSON_OPTION"]
 
-console = Console()
-err_console = Console(stderr=True)
+# Output that is piped or captured keeps full-width tables instead of rich's 80-column default.
+console = Console(width=None if sys.stdout.isatty() else 200)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -1,0 +1,40 @@
+"""``ray job submit -- python -m jobs.ingest SOURCE [--name N] [--on-error fail|quarantine]``.
+
+Connects to the Ray cluster (so metadata goes through the cluster's single-writer actor) and ingests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from qmlops.exceptions import QmlopsError
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="jobs.ingest", description=__doc__)
+    parser.add_argument("source", help="sp500, bokeh5, synthetic, or a path to a .csv/.parquet file")
+    parser.add_argument("--name")
+    parser.add_argument("--on-error", default="fail", choices=["fail", "quarantine"])
+    parser.add_argument(
+        "--local", action="store_true", help="do not connect to Ray (metadata file opened here)"
+    )
+    args = parser.parse_args(argv)
+    try:
+        if not args.local:
+            from qmlops.ray_utils import init_ray
+
+            init_ray()
+        from qmlops.data import ingest
+
+        result = ingest(args.source, name=args.name, on_error=args.on_error)
+    except QmlopsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(json.dumps(result.to_dict(), default=str, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

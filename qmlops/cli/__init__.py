@@ -1,0 +1,21 @@
+"""``qmlops`` command line: a thin shell over the library, one Typer sub-app per area."""
+
+from __future__ import annotations
+
+import typer
+
+from qmlops.cli._data import app as data_app
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="qmlops",
+    help="MLOps for stock prediction on Ray: data, features, models, tuning, serving, monitoring.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_app, name="data", help="Ingest, version, inspect and export OHLCV data.")
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,53 @@
+"""Data: real sources, validation, versions by content hash with diffs and lineage, Qlib export.
+
+``ingest("sp500")`` stores the bundled S&P 500 set as a dataset version (once per distinct content);
+``load_dataset(id)`` reads the canonical table back; ``export_qlib(frame, dir)`` writes Qlib's binary format.
+"""
+
+from qmlops.data._canonical import CANONICAL_COLUMNS, REQUIRED_COLUMNS
+from qmlops.data._hashing import content_hash
+from qmlops.data._qlib_export import QLIB_FIELDS, export_qlib, with_vwap
+from qmlops.data._sources import (
+    SOURCES,
+    Bokeh5Source,
+    FileSource,
+    Source,
+    Sp500Source,
+    SyntheticSource,
+    list_sources,
+    resolve_source,
+)
+from qmlops.data._sync import Notification, subscribe, subscribers, unsubscribe
+from qmlops.data._synthetic import generate_synthetic
+from qmlops.data._validate import RULES, RowProblem, ValidationReport, validate_ohlcv
+from qmlops.data._versions import IngestResult, diff_summary, ingest, load_dataset
+
+__all__ = [
+    "CANONICAL_COLUMNS",
+    "REQUIRED_COLUMNS",
+    "QLIB_FIELDS",
+    "RULES",
+    "SOURCES",
+    "Source",
+    "Sp500Source",
+    "Bokeh5Source",
+    "FileSource",
+    "SyntheticSource",
+    "IngestResult",
+    "Notification",
+    "RowProblem",
+    "ValidationReport",
+    "content_hash",
+    "diff_summary",
+    "export_qlib",
+    "generate_synthetic",
+    "ingest",
+    "list_sources",
+    "load_dataset",
+    "resolve_source",
+    "subscribe",
+    "subscribers",
+    "unsubscribe",
+    "validate_ohlcv",
+    "with_vwap",
+]
