@@ -1,0 +1,50 @@
+"""Features: Alpha158 (exact Qlib parity) and technical indicators, computed natively and vectorised.
+
+``compute_alpha158(ohlcv)`` and ``compute_indicators(ohlcv)`` are pure functions over the canonical long OHLCV
+table; the Ray Data pipeline and the feature store apply the same code per batch of instruments.
+"""
+
+from qmlops.features._alpha158 import (
+    ALPHA158_WINDOWS,
+    LABEL_NAME,
+    alpha158_feature_names,
+    compute_alpha158,
+    compute_alpha158_label,
+)
+from qmlops.features._families import FAMILIES, feature_family
+from qmlops.features._indicators import (
+    IndicatorParams,
+    compute_indicators,
+    indicator_feature_names,
+    indicators_min_history,
+)
+
+__all__ = [
+    "ALPHA158_WINDOWS",
+    "FAMILIES",
+    "LABEL_NAME",
+    "IndicatorParams",
+    "alpha158_feature_names",
+    "compute_alpha158",
+    "compute_alpha158_label",
+    "compute_indicators",
+    "feature_family",
+    "indicator_feature_names",
+    "indicators_min_history",
+    "min_history",
+]
+
+
+def min_history(feature_set: str) -> int:
+    """Fewest trading days an instrument needs for the set's longest window (alpha158: 60)."""
+    if feature_set == "alpha158":
+        return max(ALPHA158_WINDOWS)
+    if feature_set == "indicators":
+        return indicators_min_history()
+    if feature_set == "all":
+        return max(max(ALPHA158_WINDOWS), indicators_min_history())
+    from qmlops.exceptions import NotFoundError
+
+    raise NotFoundError(
+        f"unknown feature set {feature_set!r}; use alpha158, indicators or all", field="feature_set"
+    )
