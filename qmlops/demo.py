@@ -23,9 +23,10 @@ class DemoResult:
     stages: dict[str, Any] = field(default_factory=dict)
 
 
-def run_demo(console: Console | None = None) -> DemoResult:
-    """Ingest ``sp500`` and report its version (later stages extend this as they land)."""
+def run_demo(console: Console | None = None, *, engine: str = "ray") -> DemoResult:
+    """Ingest ``sp500``, then materialise Alpha158 and the indicators on Ray Data (later stages extend this)."""
     from qmlops.data import ingest
+    from qmlops.features import materialize
 
     console = console or Console()
     console.rule("[bold]qmlops demo")
@@ -37,4 +38,23 @@ def run_demo(console: Console | None = None) -> DemoResult:
         f"   dataset version [cyan]{rec.id}[/cyan] ({state}): {rec.n_rows:,} rows, "
         f"{rec.n_instruments} instruments, {rec.start_date} .. {rec.end_date}"
     )
-    return DemoResult(rec.id, rec.n_rows, rec.n_instruments, result.created)
+    out = DemoResult(rec.id, rec.n_rows, rec.n_instruments, result.created)
+
+    console.print(f"[bold]2. features[/bold] Alpha158 (Qlib parity) + technical indicators, engine={engine}")
+    if engine == "ray":
+        import ray
+
+        from qmlops.ray_utils import init_ray
+
+        with console.status("starting a local Ray cluster"):
+            init_ray(num_cpus=None, include_dashboard=False)
+        console.print(f"   Ray {ray.__version__}: {int(ray.cluster_resources().get('CPU', 0))} CPUs")
+    for name in ("alpha158", "indicators"):
+        with console.status(f"materialising {name}"):
+            mat = materialize(rec.id, name, engine=engine)
+        m = mat.record
+        how = "cache hit, nothing computed" if mat.cache_hit else f"computed in {m.compute_seconds:.2f} s"
+        console.print(f"   {name}: [cyan]{m.id}[/cyan] {len(mat.feature_set.feature_names())} features x "
+                      f"{m.n_rows:,} rows ({how})")  # fmt: skip
+        out.stages[name] = m.id
+    return out

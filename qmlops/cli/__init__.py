@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from qmlops.cli._data import app as data_app
+from qmlops.cli._features import app as features_app
 
 __all__ = ["app", "main"]
 
@@ -15,6 +16,9 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.add_typer(data_app, name="data", help="Ingest, version, inspect and export OHLCV data.")
+app.add_typer(
+    features_app, name="features", help="Materialise and inspect feature sets (Alpha158, indicators)."
+)
 
 
 def main() -> None:

@@ -11,6 +11,7 @@ from qmlops.features._alpha158 import (
     compute_alpha158,
     compute_alpha158_label,
 )
+from qmlops.features._engine import ENGINES, compute_batch, compute_features
 from qmlops.features._families import FAMILIES, feature_family
 from qmlops.features._indicators import (
     IndicatorParams,
@@ -18,9 +19,49 @@ from qmlops.features._indicators import (
     indicator_feature_names,
     indicators_min_history,
 )
+from qmlops.features._processors import (
+    CSRankNorm,
+    DropnaLabel,
+    Fillna,
+    Processor,
+    RobustZScoreNorm,
+    apply_processors,
+    default_processors,
+)
+from qmlops.features._sets import BUILTIN_SETS, FEATURE_CODE_VERSION, FeatureSetDefinition, builtin_set
+from qmlops.features._store import (
+    Materialization,
+    disable_auto_materialize,
+    enable_auto_materialize,
+    get_features,
+    load_features,
+    materialize,
+    reference_stats,
+)
 
 __all__ = [
     "ALPHA158_WINDOWS",
+    "BUILTIN_SETS",
+    "ENGINES",
+    "FEATURE_CODE_VERSION",
+    "CSRankNorm",
+    "DropnaLabel",
+    "FeatureSetDefinition",
+    "Fillna",
+    "Materialization",
+    "Processor",
+    "RobustZScoreNorm",
+    "apply_processors",
+    "builtin_set",
+    "compute_batch",
+    "compute_features",
+    "default_processors",
+    "disable_auto_materialize",
+    "enable_auto_materialize",
+    "get_features",
+    "load_features",
+    "materialize",
+    "reference_stats",
     "FAMILIES",
     "LABEL_NAME",
     "IndicatorParams",

@@ -25,7 +25,7 @@ from qmlops.features import _ops as op
 from qmlops.features._panel import Panel, to_panel
 
 __all__ = ["compute_alpha158", "compute_alpha158_label", "alpha158_feature_names", "ALPHA158_WINDOWS",
-           "LABEL_NAME", "alpha158_from_panel"]  # fmt: skip
+           "LABEL_NAME", "alpha158_from_panel", "label_from_panel"]  # fmt: skip
 
 ALPHA158_WINDOWS = (5, 10, 20, 30, 60)
 LABEL_NAME = "LABEL0"
@@ -156,7 +156,10 @@ def compute_alpha158(ohlcv: pd.DataFrame, *, calendar: pd.DatetimeIndex | None =
 def compute_alpha158_label(ohlcv: pd.DataFrame, *, calendar: pd.DatetimeIndex | None = None) -> pd.DataFrame:
     """Qlib's default label ``Ref($close, -2)/Ref($close, -1) - 1`` as column ``LABEL0``, same index."""
     panel = to_panel(ohlcv, calendar)
-    c = panel["close"]
+    return panel.to_long({LABEL_NAME: label_from_panel(panel)})
+
+
+def label_from_panel(p: Panel) -> np.ndarray:
+    c = p["close"]
     with np.errstate(divide="ignore", invalid="ignore"):
-        label = op.ref(c, -2) / op.ref(c, -1) - np.float32(1)
-    return panel.to_long({LABEL_NAME: label})
+        return np.asarray(op.ref(c, -2) / op.ref(c, -1) - np.float32(1), dtype=np.float32)

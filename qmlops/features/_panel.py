@@ -36,7 +36,7 @@ class Panel:
         """Rows for every in-span (date, instrument), sorted by (datetime, instrument) as Qlib's handler."""
         t_idx, i_idx = np.nonzero(self.in_span)  # row-major: sorted by date, then instrument
         index = pd.MultiIndex(
-            levels=[self.dates, pd.Index(self.instruments, dtype=object)],
+            levels=[self.dates, pd.Index(self.instruments.astype(str))],
             codes=[t_idx, i_idx],
             names=["datetime", "instrument"],
             verify_integrity=False,

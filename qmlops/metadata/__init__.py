@@ -7,6 +7,7 @@ on a Ray cluster, by the single-writer actor ``qmlops-metadata``.
 
 from qmlops.metadata._datasets import DatasetRecord, DatasetRepository
 from qmlops.metadata._db import MIGRATIONS, Database
+from qmlops.metadata._features import FeatureRepository, FeatureSetRecord, FeatureStat, MaterializationRecord
 from qmlops.metadata._lineage import NODE_KINDS, LineageEdge, LineageNode, LineageRepository
 from qmlops.metadata._predictions import PREDICTION_SCHEMA, PredictionRepository
 from qmlops.metadata._store import (
@@ -36,5 +37,9 @@ __all__ = [
     "LineageEdge",
     "NODE_KINDS",
     "PredictionRepository",
+    "FeatureRepository",
+    "FeatureSetRecord",
+    "FeatureStat",
+    "MaterializationRecord",
     "PREDICTION_SCHEMA",
 ]

@@ -15,6 +15,7 @@ from qmlops.config import Settings, get_settings
 from qmlops.exceptions import ValidationError
 from qmlops.metadata._datasets import DatasetRepository
 from qmlops.metadata._db import Database
+from qmlops.metadata._features import FeatureRepository
 from qmlops.metadata._lineage import LineageRepository
 from qmlops.metadata._predictions import PredictionRepository
 
@@ -25,6 +26,7 @@ REPOSITORIES: dict[str, type] = {
     "datasets": DatasetRepository,
     "lineage": LineageRepository,
     "predictions": PredictionRepository,
+    "features": FeatureRepository,
 }
 
 
@@ -34,6 +36,7 @@ class MetadataStore:
     datasets: DatasetRepository
     lineage: LineageRepository
     predictions: PredictionRepository
+    features: FeatureRepository
 
     def __init__(self, path: str) -> None:
         self.db = Database(path)
@@ -82,6 +85,7 @@ class RemoteMetadataStore:
     datasets: DatasetRepository
     lineage: LineageRepository
     predictions: PredictionRepository
+    features: FeatureRepository
 
     def __init__(self, actor: Any, name: str) -> None:
         self.actor = actor

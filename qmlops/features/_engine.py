@@ -1,0 +1,189 @@
+"""Feature engines behind one call: ``ray`` (Ray Data, native code), ``local`` (this process), ``qlib``.
+
+The ``ray`` engine is a Ray Data pipeline: the dataset's instruments are split into batches that keep each
+instrument's whole history together (the canonical Parquet is sorted by instrument, so a batch reads one
+contiguous range with predicate pushdown), each batch is computed by the same vectorised code as
+:func:`compute_alpha158` against the dataset's full market calendar (so calendar gaps land where Qlib puts
+them), and the results are collected as Arrow tables. Batches of whole instruments rather than
+``groupby("instrument").map_groups`` because a per-instrument call costs ~10 ms of fixed overhead, 500 times;
+a few multi-instrument batches are vectorised once each and keep both CPUs busy.
+
+The ``qlib`` engine exports the data to Qlib's binary format and runs Qlib's own Alpha158 handler as Ray tasks
+over instrument chunks, so users can always check the native engine against Qlib.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from qmlops import storage
+from qmlops.exceptions import ValidationError
+from qmlops.features._alpha158 import LABEL_NAME, alpha158_from_panel, label_from_panel
+from qmlops.features._panel import to_panel
+from qmlops.features._indicators import IndicatorParams, compute_indicators
+from qmlops.features._sets import FeatureSetDefinition
+
+__all__ = ["compute_features", "compute_batch", "ENGINES", "Progress"]
+
+ENGINES = ("ray", "local", "qlib")
+Progress = Callable[[int, int], None]  # (batches done, batches total)
+
+
+def compute_batch(
+    ohlcv: pd.DataFrame, definition: FeatureSetDefinition, calendar: pd.DatetimeIndex
+) -> pd.DataFrame:
+    """Features and label for whole instruments, indexed (datetime, instrument), columns features + label."""
+    panel = to_panel(ohlcv, calendar)
+    columns = alpha158_from_panel(panel) if definition.uses_alpha158 else {}
+    columns[LABEL_NAME] = label_from_panel(panel)
+    out = panel.to_long(columns)  # one stack for features and label: the panel is built once
+    if definition.uses_indicators:
+        ind = compute_indicators(ohlcv, IndicatorParams(**_params(definition)))
+        # Alpha158 has a row for every calendar day in an instrument's span; indicators only for its rows.
+        out = out.join(ind, how="left") if definition.uses_alpha158 else ind.join(out, how="left")
+    names = [*definition.feature_names(), LABEL_NAME]
+    return out[names]
+
+
+def _params(definition: FeatureSetDefinition) -> dict[str, Any]:
+    return {
+        k: tuple(v) if isinstance(v, list) else v for k, v in definition.to_dict()["indicator_params"].items()
+    }
+
+
+def _read_instruments(uri: str, instruments: list[str]) -> pd.DataFrame:
+    fs, path = storage.resolve(uri)
+    table = pq.read_table(path, filesystem=fs, filters=[("instrument", "in", instruments)])
+    frame = table.to_pandas()
+    frame["date"] = frame["date"].astype("datetime64[ns]")
+    return frame
+
+
+def _batches(names: np.ndarray, n_batches: int) -> list[list[str]]:
+    return [list(map(str, c)) for c in np.array_split(names, n_batches) if len(c)]
+
+
+def _index_of(uri: str) -> tuple[np.ndarray, pd.DatetimeIndex]:
+    fs, path = storage.resolve(uri)
+    keys = pq.read_table(path, filesystem=fs, columns=["instrument", "date"])
+    names = np.unique(keys.column("instrument").to_numpy(zero_copy_only=False).astype(str))
+    calendar = pd.DatetimeIndex(np.unique(keys.column("date").to_numpy()).astype("datetime64[ns]"))
+    return names, calendar
+
+
+def _to_arrow(frame: pd.DataFrame) -> pa.Table:
+    return pa.Table.from_pandas(frame.reset_index(), preserve_index=False)
+
+
+def _from_arrow(tables: list[pa.Table]) -> pd.DataFrame:
+    frame = pa.concat_tables(tables).to_pandas()
+    frame["datetime"] = frame["datetime"].astype("datetime64[ns]")
+    return frame.set_index(["datetime", "instrument"]).sort_index()
+
+
+def compute_features(
+    uri: str,
+    definition: FeatureSetDefinition,
+    *,
+    engine: str = "ray",
+    num_cpus: int | None = None,
+    batches: int | None = None,
+    progress: Progress | None = None,
+) -> pd.DataFrame:
+    """Compute ``definition`` for the canonical OHLCV Parquet at ``uri`` with the chosen engine."""
+    if engine not in ENGINES:
+        raise ValidationError(f"unknown engine {engine!r}; use one of {', '.join(ENGINES)}", field="engine")
+    names, calendar = _index_of(uri)
+    if engine == "local":
+        out = compute_batch(_read_instruments(uri, list(names)), definition, calendar)
+        if progress:
+            progress(1, 1)
+        return out
+    import ray
+
+    if not ray.is_initialized():
+        from qmlops.ray_utils import init_ray
+
+        init_ray()
+    cpus = num_cpus or max(1, int(ray.cluster_resources().get("CPU", 1)))
+    # Two batches per CPU keeps both busy; at most ~200 instruments a batch bounds a worker's memory.
+    n_batches = batches or max(2 * cpus, 2, -(-len(names) // 200))
+    chunks = _batches(names, min(n_batches, len(names)))
+    if engine == "qlib":
+        return _compute_with_qlib(uri, definition, chunks, progress)
+
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    items = [{"instruments": c} for c in chunks]
+    ds = ray.data.from_items(items, override_num_blocks=len(items))
+    cal_values = calendar.to_numpy()
+
+    def run(batch: dict[str, Any]) -> pa.Table:
+        tables = []
+        for instruments in batch["instruments"]:
+            frame = _read_instruments(uri, list(instruments))
+            tables.append(_to_arrow(compute_batch(frame, definition, pd.DatetimeIndex(cal_values))))
+        return pa.concat_tables(tables)
+
+    out = ds.map_batches(run, batch_size=1, num_cpus=1, batch_format="numpy", zero_copy_batch=True)
+    tables = []
+    refs = out.to_arrow_refs()
+    for done, ref in enumerate(refs, start=1):
+        tables.append(ray.get(ref))
+        if progress:
+            progress(done, len(refs))
+    return _from_arrow(tables)
+
+
+def _compute_with_qlib(
+    uri: str, definition: FeatureSetDefinition, chunks: list[list[str]], progress: Progress | None
+) -> pd.DataFrame:
+    """Qlib's Alpha158 handler on the data exported to Qlib's format, one Ray task per instrument chunk."""
+    import ray
+
+    if definition.uses_indicators:
+        raise ValidationError("the qlib engine computes Alpha158 only; use --set alpha158", field="engine")
+    from qmlops.data import export_qlib
+
+    frame = storage.read_parquet(uri).to_pandas()
+    frame["date"] = frame["date"].astype("datetime64[ns]")
+    target = tempfile.mkdtemp(prefix="qmlops-qlib-")
+    export_qlib(frame, target)
+    start, end = frame["date"].min().strftime("%Y-%m-%d"), frame["date"].max().strftime("%Y-%m-%d")
+
+    @ray.remote(num_cpus=1)
+    def handler_chunk(instruments: list[str]) -> pa.Table:
+        import qlib
+        from qlib.contrib.data.handler import Alpha158
+
+        qlib.init(provider_uri=target, region="us", kernels=1)
+        h = Alpha158(instruments=instruments, start_time=start, end_time=end, fit_start_time=start,
+                     fit_end_time=end, infer_processors=[], learn_processors=[])  # fmt: skip
+        df = h.fetch(col_set=["feature", "label"])
+        df.columns = [c[1] for c in df.columns]
+        return _to_arrow(df)
+
+    refs = [handler_chunk.remote(c) for c in chunks]
+    tables = []
+    for done, ref in enumerate(refs, start=1):
+        tables.append(ray.get(ref))
+        if progress:
+            progress(done, len(refs))
+    out = _from_arrow(tables)
+    return out[[*definition.feature_names(), LABEL_NAME]]
+
+
+def timed(fn: Callable[[], pd.DataFrame]) -> tuple[pd.DataFrame, float]:
+    start = time.perf_counter()
+    out = fn()
+    return out, time.perf_counter() - start
