@@ -27,8 +27,8 @@ import pyarrow.parquet as pq
 from qmlops import storage
 from qmlops.exceptions import ValidationError
 from qmlops.features._alpha158 import LABEL_NAME, alpha158_from_panel, label_from_panel
-from qmlops.features._panel import to_panel
 from qmlops.features._indicators import IndicatorParams, compute_indicators
+from qmlops.features._panel import to_panel
 from qmlops.features._sets import FeatureSetDefinition
 
 __all__ = ["compute_features", "compute_batch", "ENGINES", "Progress"]
