@@ -16,15 +16,15 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 
 from qmlops import storage
 from qmlops.config import Settings, get_settings
 from qmlops.exceptions import NotFoundError, ValidationError
 from qmlops.features._alpha158 import LABEL_NAME
-from qmlops.features._engine import Progress, compute_features
+from qmlops.features._engine import Progress
 from qmlops.features._sets import FeatureSetDefinition, builtin_set
+from qmlops.features._write import materialize_to
 from qmlops.metadata import (
     FeatureStat,
     MaterializationRecord,
@@ -53,6 +53,13 @@ class Materialization:
 
 def _mat_id(dataset_id: str, set_id: str) -> str:
     return "fm-" + hashlib.sha256(f"{dataset_id}|{set_id}".encode()).hexdigest()[:16]
+
+
+def check_stats(stats: list[FeatureStat]) -> None:
+    """A last consistency check before a materialisation is marked complete."""
+    for s in stats:
+        if s.bin_edges and len(s.bin_counts) != N_BINS:
+            raise ValidationError(f"statistics of {s.feature} are incomplete", field="stats")
 
 
 def reference_stats(frame: pd.DataFrame, names: list[str]) -> list[FeatureStat]:
@@ -104,17 +111,18 @@ def materialize(
             field="dataset",
         )
     store.features.start(mat_id, record.id, definition.id, engine)
-    uri = storage.join(settings.features_uri, mat_id, "features.parquet")
+    uri = storage.join(settings.features_uri, mat_id)
     try:
         start = time.perf_counter()
-        frame = compute_features(record.uri, definition, engine=engine, progress=progress, num_cpus=num_cpus)
+        written = materialize_to(
+            record.uri, definition, uri, engine=engine, num_cpus=num_cpus, progress=progress
+        )
         elapsed = time.perf_counter() - start
-        storage.write_parquet(pa.Table.from_pandas(frame.reset_index(), preserve_index=False), uri)
-        stats = reference_stats(frame, definition.feature_names())
-        dates = frame.index.get_level_values("datetime")
+        check_stats(written.stats)
         done = store.features.complete(
-            mat_id, uri=uri, n_rows=len(frame), n_instruments=int(frame.index.get_level_values(1).nunique()),
-            start_date=dates.min().date(), end_date=dates.max().date(), compute_seconds=elapsed, stats=stats,
+            mat_id, uri=uri, n_rows=written.n_rows, n_instruments=written.n_instruments,
+            start_date=written.start.date(), end_date=written.end.date(), compute_seconds=elapsed,
+            stats=written.stats,
         )  # fmt: skip
     except BaseException as exc:
         storage.delete(uri)
