@@ -6,6 +6,7 @@ import typer
 
 from qmlops.cli._data import app as data_app
 from qmlops.cli._features import app as features_app
+from qmlops.cli._models import app as models_app
 
 __all__ = ["app", "main"]
 
@@ -19,6 +20,7 @@ app.add_typer(data_app, name="data", help="Ingest, version, inspect and export O
 app.add_typer(
     features_app, name="features", help="Materialise and inspect feature sets (Alpha158, indicators)."
 )
+app.add_typer(models_app, name="models", help="Model registry: versions, lifecycle, aliases, tags, search.")
 
 
 def main() -> None:

@@ -9,6 +9,14 @@ from qmlops.metadata._datasets import DatasetRecord, DatasetRepository
 from qmlops.metadata._db import MIGRATIONS, Database
 from qmlops.metadata._features import FeatureRepository, FeatureSetRecord, FeatureStat, MaterializationRecord
 from qmlops.metadata._lineage import NODE_KINDS, LineageEdge, LineageNode, LineageRepository
+from qmlops.metadata._models import (
+    SEARCH_FIELDS,
+    AliasEvent,
+    Clause,
+    ModelRepository,
+    ModelVersionRecord,
+    TransitionRecord,
+)
 from qmlops.metadata._predictions import PREDICTION_SCHEMA, PredictionRepository
 from qmlops.metadata._store import (
     REPOSITORIES,
@@ -41,5 +49,11 @@ __all__ = [
     "FeatureSetRecord",
     "FeatureStat",
     "MaterializationRecord",
+    "ModelRepository",
+    "ModelVersionRecord",
+    "TransitionRecord",
+    "AliasEvent",
+    "Clause",
+    "SEARCH_FIELDS",
     "PREDICTION_SCHEMA",
 ]

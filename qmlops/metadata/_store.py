@@ -17,6 +17,7 @@ from qmlops.metadata._datasets import DatasetRepository
 from qmlops.metadata._db import Database
 from qmlops.metadata._features import FeatureRepository
 from qmlops.metadata._lineage import LineageRepository
+from qmlops.metadata._models import ModelRepository
 from qmlops.metadata._predictions import PredictionRepository
 
 __all__ = ["MetadataStore", "RemoteMetadataStore", "get_store", "open_local", "REPOSITORIES"]
@@ -27,6 +28,7 @@ REPOSITORIES: dict[str, type] = {
     "lineage": LineageRepository,
     "predictions": PredictionRepository,
     "features": FeatureRepository,
+    "models": ModelRepository,
 }
 
 
@@ -37,6 +39,7 @@ class MetadataStore:
     lineage: LineageRepository
     predictions: PredictionRepository
     features: FeatureRepository
+    models: ModelRepository
 
     def __init__(self, path: str) -> None:
         self.db = Database(path)
@@ -86,6 +89,7 @@ class RemoteMetadataStore:
     lineage: LineageRepository
     predictions: PredictionRepository
     features: FeatureRepository
+    models: ModelRepository
 
     def __init__(self, actor: Any, name: str) -> None:
         self.actor = actor
