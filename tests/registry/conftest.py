@@ -69,7 +69,7 @@ def trained() -> Trained:
     torch.manual_seed(0)
     net = MLP.build(len(FEATURES))
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
-    xt = torch.as_tensor(x.to_numpy(), dtype=torch.float32)
+    xt = torch.as_tensor(x.to_numpy().copy(), dtype=torch.float32)
     yt = torch.as_tensor(y, dtype=torch.float32).reshape(-1, 1)
     for _ in range(30):
         opt.zero_grad()
