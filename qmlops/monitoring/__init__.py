@@ -1,0 +1,54 @@
+"""Monitoring: drift of features and predictions against their training references.
+
+Pure cores only: reference statistics (:class:`FeatureReference`), drift test plug-ins (KS, PSI, chi-square,
+Jensen-Shannon) behind :class:`DriftTest` and the :data:`DRIFT_TESTS` registry, multiple-testing corrections,
+bounded window sketches updated inline (:class:`WindowSketch`, :class:`DriftMonitor`) and the schedule
+(:func:`should_run`) on which the tests run off the request path.
+"""
+
+from qmlops.monitoring._drift import (
+    DRIFT_TESTS,
+    PSI_EPSILON,
+    DriftTest,
+    FeatureReference,
+    TestOutcome,
+    adjust_p_values,
+    bin_counts,
+    chi2_homogeneity,
+    get_drift_test,
+    js_distance,
+    ks_binned,
+    psi,
+    register_drift_test,
+)
+from qmlops.monitoring._monitor import (
+    DriftMonitor,
+    DriftReport,
+    FeatureDrift,
+    evaluate_drift,
+    evaluate_windows,
+)
+from qmlops.monitoring._sketch import WindowSketch, should_run
+
+__all__ = [
+    "DRIFT_TESTS",
+    "PSI_EPSILON",
+    "DriftMonitor",
+    "DriftReport",
+    "DriftTest",
+    "FeatureDrift",
+    "FeatureReference",
+    "TestOutcome",
+    "WindowSketch",
+    "adjust_p_values",
+    "bin_counts",
+    "chi2_homogeneity",
+    "evaluate_drift",
+    "evaluate_windows",
+    "get_drift_test",
+    "js_distance",
+    "ks_binned",
+    "psi",
+    "register_drift_test",
+    "should_run",
+]
