@@ -78,6 +78,7 @@ def _rolling_family(p: Panel, d: int) -> dict[str, Callable[[], np.ndarray]]:
     lmin = lambda: once("lmin", lambda: op.rmin(lo, d))  # noqa: E731
     imax = lambda: once("imax", lambda: op.idxmax(h, d, p.before_start))  # noqa: E731
     imin = lambda: once("imin", lambda: op.idxmin(lo, d, p.before_start))  # noqa: E731
+    sums = lambda: once("regression", lambda: op.regression_sums(c, d))  # noqa: E731
     qtl = lambda: once("qtl", lambda: np.stack(op.quantiles(c, d, (0.8, 0.2))))  # noqa: E731
 
     def sum_ratio(x: np.ndarray, x1: np.ndarray, part: str) -> np.ndarray:
@@ -95,9 +96,9 @@ def _rolling_family(p: Panel, d: int) -> dict[str, Callable[[], np.ndarray]]:
         "ROC": lambda: op.ref(c, d) / c,
         "MA": lambda: op.mean(c, d) / c,
         "STD": lambda: op.std(c, d) / c,
-        "BETA": lambda: op.slope(c, d) / c,
-        "RSQR": lambda: op.rsquare(c, d),
-        "RESI": lambda: op.resi(c, d) / c,
+        "BETA": lambda: op.slope(c, d, sums()) / c,
+        "RSQR": lambda: op.rsquare(c, d, sums()),
+        "RESI": lambda: op.resi(c, d, sums()) / c,
         "MAX": lambda: hmax() / c,
         "MIN": lambda: lmin() / c,
         "QTLU": lambda: qtl()[0] / c,

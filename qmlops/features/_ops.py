@@ -26,7 +26,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = [
     "ref", "mean", "total", "std", "rmax", "rmin", "quantile", "rank", "corr", "slope", "rsquare", "resi",
-    "idxmax", "idxmin",
+    "idxmax", "idxmin", "regression_sums", "quantiles",
 ]  # fmt: skip
 
 _STD_ATOL = 2e-05
@@ -130,7 +130,7 @@ def quantiles(x: np.ndarray, n: int, qs: tuple[float, ...]) -> list[np.ndarray]:
         lo = np.floor(pos).astype(np.int64)
         hi = np.minimum(lo + 1, np.maximum(k - 1, 0))
         frac = pos - lo
-        a, b = w[rows, cols, lo], w[rows, cols, hi]
+        a, b = w[rows, cols, lo].astype(np.float64), w[rows, cols, hi].astype(np.float64)
         res = a + (b - a) * frac
         res[k == 0] = np.nan
         out.append(res)
@@ -140,7 +140,7 @@ def quantiles(x: np.ndarray, n: int, qs: tuple[float, ...]) -> list[np.ndarray]:
 def rank(x: np.ndarray, n: int) -> np.ndarray:
     """Percentile rank of the newest value in its window (pandas ``rank(pct=True)``, average ties)."""
     w = _windows(x, n, np.nan)
-    last = x.astype(np.float64)[:, :, None]
+    last = x.astype(w.dtype, copy=False)[:, :, None]
     less = (w < last).sum(axis=-1)
     equal = (w == last).sum(axis=-1)
     count = (~np.isnan(w)).sum(axis=-1)
@@ -181,9 +181,14 @@ def corr(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
 
 
 def _windows(x: np.ndarray, n: int, fill: float) -> np.ndarray:
-    """(T, N, n) sliding windows, padded with ``fill`` before the first row."""
+    """(T, N, n) sliding windows, padded with ``fill`` before the first row, in x's own dtype.
+
+    Order statistics (max, min, rank, quantile positions) of float32 data are exact in float32, and
+    half the bytes to move and sort; sums are never taken over these windows.
+    """
+    dtype = x.dtype if x.dtype in (np.float32, np.float64) else np.float64
     padded = np.concatenate(
-        [np.full((n - 1, x.shape[1]), fill, dtype=np.float64), x.astype(np.float64)], axis=0
+        [np.full((n - 1, x.shape[1]), fill, dtype=dtype), x.astype(dtype, copy=False)], axis=0
     )
     return sliding_window_view(padded, n, axis=0)
 
@@ -196,7 +201,7 @@ def _wsum(a: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def _regression_sums(y: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
+def regression_sums(y: np.ndarray, n: int) -> np.ndarray:
     """Window sums for regressing y on its position x in the window (1..n, newest = n), valid rows only.
 
     With t the row number and k = i - n for the window ending at row i, x = t - k; the sums over x are
@@ -217,17 +222,18 @@ def _regression_sums(y: np.ndarray, n: int) -> tuple[np.ndarray, ...]:
     sx = st - k * cnt
     sxx = stt - 2 * k * st + k * k * cnt
     sxy = sty - k * sy
-    return cnt, sx, sxx, sy, sxy, syy
+    return np.stack([cnt, sx, sxx, sy, sxy, syy])
 
 
-def slope(y: np.ndarray, n: int) -> np.ndarray:
-    cnt, sx, sxx, sy, sxy, _ = _regression_sums(y, n)
+def slope(y: np.ndarray, n: int, sums: np.ndarray | None = None) -> np.ndarray:
+    """``Slope(y, n)``; ``sums`` from :func:`regression_sums` may be passed to share them between operators."""
+    cnt, sx, sxx, sy, sxy, _ = regression_sums(y, n) if sums is None else sums
     with np.errstate(divide="ignore", invalid="ignore"):
         return (cnt * sxy - sx * sy) / (cnt * sxx - sx * sx)
 
 
-def rsquare(y: np.ndarray, n: int) -> np.ndarray:
-    cnt, sx, sxx, sy, sxy, syy = _regression_sums(y, n)
+def rsquare(y: np.ndarray, n: int, sums: np.ndarray | None = None) -> np.ndarray:
+    cnt, sx, sxx, sy, sxy, syy = regression_sums(y, n) if sums is None else sums
     with np.errstate(divide="ignore", invalid="ignore"):
         r = (cnt * sxy - sx * sy) / np.sqrt((cnt * sxx - sx * sx) * (cnt * syy - sy * sy))
     out = r * r
@@ -235,8 +241,8 @@ def rsquare(y: np.ndarray, n: int) -> np.ndarray:
     return out
 
 
-def resi(y: np.ndarray, n: int) -> np.ndarray:
-    cnt, sx, sxx, sy, sxy, _ = _regression_sums(y, n)
+def resi(y: np.ndarray, n: int, sums: np.ndarray | None = None) -> np.ndarray:
+    cnt, sx, sxx, sy, sxy, _ = regression_sums(y, n) if sums is None else sums
     with np.errstate(divide="ignore", invalid="ignore"):
         b = (cnt * sxy - sx * sy) / (cnt * sxx - sx * sx)
         intercept = sy / cnt - b * sx / cnt
@@ -251,9 +257,9 @@ def _idx(x: np.ndarray, n: int, before_start: np.ndarray, largest: bool) -> np.n
     window. One pass per window offset, each vectorised over all rows and instruments.
     """
     t_len = x.shape[0]
-    data = np.concatenate([np.full((n - 1, x.shape[1]), np.nan), x.astype(np.float64)], axis=0)
+    data = np.concatenate([np.full((n - 1, x.shape[1]), np.nan, dtype=x.dtype), x], axis=0)
     outside = np.concatenate([np.ones((n - 1, x.shape[1]), dtype=bool), before_start], axis=0)
-    best = np.full(x.shape, np.nan)
+    best = np.full(x.shape, np.nan, dtype=x.dtype)
     best_pos = np.full(x.shape, -1, dtype=np.int64)
     best_nan = np.zeros(x.shape, dtype=bool)
     n_out = np.zeros(x.shape, dtype=np.int64)

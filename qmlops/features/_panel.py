@@ -41,8 +41,13 @@ class Panel:
             names=["datetime", "instrument"],
             verify_integrity=False,
         )
-        data = np.stack([np.asarray(v, dtype=dtype) for v in values.values()], axis=-1)[self.in_span]
-        return pd.DataFrame(data, index=index, columns=list(values), copy=False)
+        # One gather per column into a (columns, rows) block: pandas keeps exactly that layout, so the frame
+        # is built without another copy.
+        flat = np.flatnonzero(self.in_span.ravel())
+        block = np.empty((len(values), flat.size), dtype=dtype)
+        for k, arr in enumerate(values.values()):
+            block[k] = np.asarray(arr).ravel()[flat]
+        return pd.DataFrame(block.T, index=index, columns=list(values), copy=False)
 
 
 def to_panel(ohlcv: pd.DataFrame, calendar: pd.DatetimeIndex | None = None) -> Panel:
