@@ -15,7 +15,6 @@ over instrument chunks, so users can always check the native engine against Qlib
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -157,11 +156,16 @@ def _compute_with_qlib(
 
     frame = storage.read_parquet(uri).to_pandas()
     frame["date"] = frame["date"].astype("datetime64[ns]")
-    target = tempfile.mkdtemp(prefix="qmlops-qlib-")
+    workdir = tempfile.TemporaryDirectory(prefix="qmlops-qlib-")  # removed when the tasks are done
+    target = workdir.name
     export_qlib(frame, target)
     start, end = frame["date"].min().strftime("%Y-%m-%d"), frame["date"].max().strftime("%Y-%m-%d")
 
-    @ray.remote(num_cpus=1)
+    # The export is on this machine's disk: run the handler tasks on this node.
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    here = NodeAffinitySchedulingStrategy(ray.get_runtime_context().get_node_id(), soft=False)
+
     def handler_chunk(instruments: list[str]) -> pa.Table:
         import qlib
         from qlib.contrib.data.handler import Alpha158
@@ -173,17 +177,13 @@ def _compute_with_qlib(
         df.columns = [c[1] for c in df.columns]
         return _to_arrow(df)
 
-    refs = [handler_chunk.remote(c) for c in chunks]
-    tables = []
-    for done, ref in enumerate(refs, start=1):
-        tables.append(ray.get(ref))
-        if progress:
-            progress(done, len(refs))
+    task = ray.remote(handler_chunk).options(num_cpus=1, scheduling_strategy=here)
+    with workdir:
+        refs = [task.remote(c) for c in chunks]
+        tables = []
+        for done, ref in enumerate(refs, start=1):
+            tables.append(ray.get(ref))
+            if progress:
+                progress(done, len(refs))
     out = _from_arrow(tables)
     return out[[*definition.feature_names(), LABEL_NAME]]
-
-
-def timed(fn: Callable[[], pd.DataFrame]) -> tuple[pd.DataFrame, float]:
-    start = time.perf_counter()
-    out = fn()
-    return out, time.perf_counter() - start
