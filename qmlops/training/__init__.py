@@ -1,0 +1,49 @@
+"""Training over Qlib's model zoo (in progress: the compatibility layer, epoch hooks and Informer are here;
+the engine, catalogue, early-stopping strategies, evaluation and reports follow).
+
+- :mod:`qmlops.training._compat`: Qlib 0.9.7 on torch 2.13 / pandas 3 / mlflow 3.17, each fix listed with
+  symptom, cause and test; ``build_qlib_dataset`` builds ``DatasetH``/``TSDatasetH`` over a static frame.
+- :mod:`qmlops.training._torch_hooks`: device selection and per-epoch observation, early stopping and
+  best-weight restore around any Qlib torch model's own ``fit``.
+- :mod:`qmlops.training._informer`: Informer (ProbSparse attention, distilling) as a Qlib ``Model``.
+"""
+
+from qmlops.training._compat import (
+    apply_compat,
+    build_qlib_dataset,
+    compat_model_class,
+    ensure_qlib_initialised,
+    mean_daily_ic,
+    predict_segment,
+    qlib_fit_context,
+    segment_view,
+)
+from qmlops.training._informer import InformerModel
+from qmlops.training._torch_hooks import (
+    EpochMetrics,
+    EpochStopper,
+    FitOutcome,
+    create_model,
+    device_kwargs,
+    fit_with_hooks,
+    select_device,
+)
+
+__all__ = [
+    "EpochMetrics",
+    "EpochStopper",
+    "FitOutcome",
+    "InformerModel",
+    "apply_compat",
+    "build_qlib_dataset",
+    "compat_model_class",
+    "create_model",
+    "device_kwargs",
+    "ensure_qlib_initialised",
+    "fit_with_hooks",
+    "mean_daily_ic",
+    "predict_segment",
+    "qlib_fit_context",
+    "segment_view",
+    "select_device",
+]
