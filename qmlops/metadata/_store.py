@@ -166,6 +166,11 @@ def connect_remote(settings: Settings) -> RemoteMetadataStore:
         store = _REMOTE.get(name)
         if store is not None:
             return store
+        # This process may have opened the file locally before it connected to Ray: hand it over to the actor
+        # (DuckDB allows one writing process per file; every commit is already on disk).
+        local = _LOCAL.pop(settings.metadata_path, None)
+        if local is not None:
+            local.db.close()
         actor_cls = ray.remote(_MetadataActor)
         actor = actor_cls.options(
             name=name,

@@ -189,3 +189,14 @@ def test_actor_errors_keep_their_type_and_named_lookup_from_a_task(ray_home: Pat
     label, path = ray.get(read_label.remote())
     assert label == "from the driver"
     assert path == store.path == str(ray_home / "metadata.duckdb")
+
+
+def test_a_process_that_opened_the_file_hands_it_to_the_actor(ray_home: Path) -> None:
+    from qmlops.config import get_settings
+    from qmlops.metadata import open_local
+
+    local = open_local(get_settings().metadata_path)  # e.g. an ingest before Ray was started
+    local.lineage.add_node("ds-before", "dataset", "written locally")
+    remote = get_store()  # connecting to Ray hands the file over instead of failing on DuckDB's lock
+    assert remote.is_remote
+    assert remote.lineage.get_node("ds-before").label == "written locally"
