@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import sys
 
+from jobs._shell import run_job
 from qmlops.demo import run_demo
-from qmlops.exceptions import QmlopsError
 
 
 def main() -> int:
-    try:
-        run_demo()
-    except QmlopsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    return 0
+    def call() -> None:
+        run_demo()  # prints its own progress and summary
+
+    return run_job(call)
 
 
 if __name__ == "__main__":

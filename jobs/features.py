@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from typing import Any
 
-from qmlops.exceptions import QmlopsError
+from jobs._shell import run_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,7 +17,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--engine", default="ray", choices=["ray", "local", "qlib"])
     args = parser.parse_args(argv)
-    try:
+
+    def call() -> Any:
         from qmlops.features import materialize
         from qmlops.ray_utils import init_ray
 
@@ -26,12 +27,9 @@ def main(argv: list[str] | None = None) -> int:
         def progress(done: int, total: int) -> None:
             print(f"features: {done}/{total} batches", flush=True)
 
-        result = materialize(args.dataset, args.feature_set, engine=args.engine, progress=progress)
-    except QmlopsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(json.dumps(result.to_dict(), default=str, indent=2))
-    return 0
+        return materialize(args.dataset, args.feature_set, engine=args.engine, progress=progress)
+
+    return run_job(call)
 
 
 if __name__ == "__main__":

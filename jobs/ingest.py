@@ -6,10 +6,10 @@ Connects to the Ray cluster (so metadata goes through the cluster's single-write
 from __future__ import annotations
 
 import argparse
-import json
 import sys
+from typing import Any
 
-from qmlops.exceptions import QmlopsError
+from jobs._shell import run_job
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,19 +21,17 @@ def main(argv: list[str] | None = None) -> int:
         "--local", action="store_true", help="do not connect to Ray (metadata file opened here)"
     )
     args = parser.parse_args(argv)
-    try:
+
+    def call() -> Any:
         if not args.local:
             from qmlops.ray_utils import init_ray
 
             init_ray()
         from qmlops.data import ingest
 
-        result = ingest(args.source, name=args.name, on_error=args.on_error)
-    except QmlopsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    print(json.dumps(result.to_dict(), default=str, indent=2))
-    return 0
+        return ingest(args.source, name=args.name, on_error=args.on_error)
+
+    return run_job(call)
 
 
 if __name__ == "__main__":
