@@ -70,6 +70,27 @@ def _batches(names: np.ndarray, n_batches: int) -> list[list[str]]:
     return [list(map(str, c)) for c in np.array_split(names, n_batches) if len(c)]
 
 
+def plan_batches(names: np.ndarray, cpus: int, batches: int | None = None) -> list[list[str]]:
+    """Whole-instrument batches: two per CPU (one computes while the other's result moves), more when needed so a
+    batch holds at most ~200 instruments (a worker's memory stays bounded)."""
+    n = batches or max(2 * cpus, -(-len(names) // 200))
+    return _batches(names, max(1, min(n, len(names))))
+
+
+def configure_ray_data() -> None:
+    """Ray Data settings for these short, CPU-bound pipelines.
+
+    Ray Data reserves a share of the cluster for each operator (``op_resource_reservation_ratio`` = 0.5); with
+    one map operator on a 2-CPU node that admitted one task at a time, so the batches ran one after another
+    (measured: 1.4 s instead of 0.9 s for the S&P set). Without the reservation both CPUs work at once.
+    """
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.op_resource_reservation_enabled = False
+
+
 def _index_of(uri: str) -> tuple[np.ndarray, pd.DatetimeIndex]:
     fs, path = storage.resolve(uri)
     keys = pq.read_table(path, filesystem=fs, columns=["instrument", "date"])
@@ -113,16 +134,13 @@ def compute_features(
 
         init_ray()
     cpus = num_cpus or max(1, int(ray.cluster_resources().get("CPU", 1)))
-    # Two batches per CPU keeps both busy; at most ~200 instruments a batch bounds a worker's memory.
-    n_batches = batches or max(2 * cpus, 2, -(-len(names) // 200))
-    chunks = _batches(names, min(n_batches, len(names)))
+    chunks = plan_batches(names, cpus, batches)
     if engine == "qlib":
         return _compute_with_qlib(uri, definition, chunks, progress)
 
     import ray.data
 
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
+    configure_ray_data()
     items = [{"instruments": c} for c in chunks]
     ds = ray.data.from_items(items, override_num_blocks=len(items))
     cal_values = calendar.to_numpy()

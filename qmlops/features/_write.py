@@ -149,11 +149,12 @@ def materialize_to(
     from qmlops.exceptions import ValidationError
     from qmlops.features._engine import (
         ENGINES,
-        _batches,
         _index_of,
         _read_instruments,
         compute_batch,
         compute_features,
+        configure_ray_data,
+        plan_batches,
     )
 
     if engine not in ENGINES:
@@ -170,12 +171,10 @@ def materialize_to(
             init_ray()
             instruments, calendar = _index_of(uri)
             cpus = num_cpus or max(1, int(ray.cluster_resources().get("CPU", 1)))
-            chunks = _batches(
-                instruments, min(max(2 * cpus, 2, -(-len(instruments) // 200)), len(instruments))
-            )
+            chunks = plan_batches(instruments, cpus)
             per_batch = max(1, SAMPLE_ROWS // len(chunks))
             cal_values = calendar.to_numpy()
-            ray.data.DataContext.get_current().enable_progress_bars = False
+            configure_ray_data()
 
             def run(batch: dict[str, Any]) -> dict[str, Any]:
                 out = []
