@@ -20,6 +20,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--local", action="store_true", help="do not connect to Ray (metadata file opened here)"
     )
+    parser.add_argument(
+        "--no-features", action="store_true", help="do not materialise the default feature sets"
+    )
     args = parser.parse_args(argv)
 
     def call() -> Any:
@@ -29,7 +32,15 @@ def main(argv: list[str] | None = None) -> int:
             init_ray()
         from qmlops.data import ingest
 
-        return ingest(args.source, name=args.name, on_error=args.on_error)
+        if args.no_features:
+            return ingest(args.source, name=args.name, on_error=args.on_error)
+        from qmlops.features import default_feature_sets, disable_auto_materialize, enable_auto_materialize
+
+        enable_auto_materialize(default_feature_sets())
+        try:
+            return ingest(args.source, name=args.name, on_error=args.on_error)
+        finally:
+            disable_auto_materialize()
 
     return run_job(call)
 

@@ -35,13 +35,30 @@ def ingest_command(
     instruments: int = typer.Option(100, "--instruments", help="synthetic: number of instruments"),
     days: int = typer.Option(250, "--days", help="synthetic: number of business days"),
     seed: int = typer.Option(0, "--seed", help="synthetic: random seed"),
+    features: bool = typer.Option(
+        True,
+        "--features/--no-features",
+        help="materialise the default feature sets for a new version (data-sync)",
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
-    """Validate and store SOURCE as a dataset version (identical content returns the stored version)."""
+    """Validate and store SOURCE as a dataset version (identical content returns the stored version).
+
+    A new version notifies the data-sync subscribers; unless --no-features, the feature store is one of them
+    and materialises the default feature sets (QMLOPS_DEFAULT_FEATURE_SETS, default alpha158) in-process.
+    """
     from qmlops.data import ingest
 
     options = {"n_instruments": instruments, "n_days": days, "seed": seed} if source == "synthetic" else {}
-    result = ingest(source, name=name, on_error=on_error, mapping=_parse_mapping(mapping), **options)  # type: ignore[arg-type]
+    if features:
+        from qmlops.features import default_feature_sets, disable_auto_materialize, enable_auto_materialize
+
+        enable_auto_materialize(default_feature_sets(), engine="local")
+    try:
+        result = ingest(source, name=name, on_error=on_error, mapping=_parse_mapping(mapping), **options)  # type: ignore[arg-type]
+    finally:
+        if features:
+            disable_auto_materialize()
     if as_json:
         print_record(result, as_json=True)
         return

@@ -31,6 +31,7 @@ from qmlops.features._processors import (
 from qmlops.features._sets import BUILTIN_SETS, FEATURE_CODE_VERSION, FeatureSetDefinition, builtin_set
 from qmlops.features._store import (
     Materialization,
+    default_feature_sets,
     disable_auto_materialize,
     enable_auto_materialize,
     get_features,
@@ -55,6 +56,7 @@ __all__ = [
     "builtin_set",
     "compute_batch",
     "compute_features",
+    "default_feature_sets",
     "default_processors",
     "disable_auto_materialize",
     "enable_auto_materialize",

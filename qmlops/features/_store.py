@@ -34,7 +34,7 @@ from qmlops.metadata import (
 )
 
 __all__ = ["Materialization", "materialize", "load_features", "get_features", "reference_stats",
-           "enable_auto_materialize", "disable_auto_materialize"]  # fmt: skip
+           "enable_auto_materialize", "disable_auto_materialize", "default_feature_sets"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 Store = MetadataStore | RemoteMetadataStore
@@ -232,6 +232,17 @@ def get_features(
 
 
 _AUTO_NAME = "features.auto_materialize"
+
+
+def default_feature_sets() -> tuple[str, ...]:
+    """The feature sets data-sync materialises for new dataset versions (``QMLOPS_DEFAULT_FEATURE_SETS``)."""
+    import os
+
+    raw = os.environ.get("QMLOPS_DEFAULT_FEATURE_SETS", "alpha158")
+    names = tuple(n.strip() for n in raw.split(",") if n.strip())
+    for name in names:
+        builtin_set(name)  # refuses unknown names early
+    return names
 
 
 def enable_auto_materialize(
