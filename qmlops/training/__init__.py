@@ -6,6 +6,7 @@ the engine, catalogue, early-stopping strategies, evaluation and reports follow)
 - :mod:`qmlops.training._torch_hooks`: device selection and per-epoch observation, early stopping and
   best-weight restore around any Qlib torch model's own ``fit``.
 - :mod:`qmlops.training._informer`: Informer (ProbSparse attention, distilling) as a Qlib ``Model``.
+- :mod:`qmlops.training._evaluate`: IC / ICIR / Rank IC / Rank ICIR, MSE and a daily top-k long-short backtest.
 """
 
 from qmlops.training._compat import (
@@ -18,6 +19,7 @@ from qmlops.training._compat import (
     qlib_fit_context,
     segment_view,
 )
+from qmlops.training._evaluate import Evaluation, daily_ic, evaluate_predictions, long_short_backtest
 from qmlops.training._informer import InformerModel
 from qmlops.training._torch_hooks import (
     EpochMetrics,
@@ -32,15 +34,19 @@ from qmlops.training._torch_hooks import (
 __all__ = [
     "EpochMetrics",
     "EpochStopper",
+    "Evaluation",
     "FitOutcome",
     "InformerModel",
     "apply_compat",
     "build_qlib_dataset",
     "compat_model_class",
     "create_model",
+    "daily_ic",
     "device_kwargs",
     "ensure_qlib_initialised",
+    "evaluate_predictions",
     "fit_with_hooks",
+    "long_short_backtest",
     "mean_daily_ic",
     "predict_segment",
     "qlib_fit_context",
