@@ -18,6 +18,7 @@ from qmlops.metadata._models import (
     TransitionRecord,
 )
 from qmlops.metadata._predictions import PREDICTION_SCHEMA, PredictionRepository
+from qmlops.metadata._runs import RUN_KINDS, RUN_STATUSES, RunMetric, RunRecord, RunRepository
 from qmlops.metadata._store import (
     REPOSITORIES,
     MetadataStore,
@@ -56,4 +57,9 @@ __all__ = [
     "Clause",
     "SEARCH_FIELDS",
     "PREDICTION_SCHEMA",
+    "RunRecord",
+    "RunMetric",
+    "RunRepository",
+    "RUN_KINDS",
+    "RUN_STATUSES",
 ]

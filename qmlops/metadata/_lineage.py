@@ -15,7 +15,7 @@ from qmlops.metadata._db import Database, dumps, loads, utcnow
 
 __all__ = ["LineageNode", "LineageEdge", "LineageRepository", "NODE_KINDS"]
 
-NODE_KINDS = ("dataset", "feature_set", "model_version", "tuning_run", "deployment")
+NODE_KINDS = ("dataset", "feature_set", "training_run", "model_version", "tuning_run", "deployment")
 _MAX_DEPTH = 64
 
 

@@ -19,6 +19,7 @@ from qmlops.metadata._features import FeatureRepository
 from qmlops.metadata._lineage import LineageRepository
 from qmlops.metadata._models import ModelRepository
 from qmlops.metadata._predictions import PredictionRepository
+from qmlops.metadata._runs import RunRepository
 
 __all__ = ["MetadataStore", "RemoteMetadataStore", "get_store", "open_local", "REPOSITORIES"]
 
@@ -29,6 +30,7 @@ REPOSITORIES: dict[str, type] = {
     "predictions": PredictionRepository,
     "features": FeatureRepository,
     "models": ModelRepository,
+    "runs": RunRepository,
 }
 
 
@@ -40,6 +42,7 @@ class MetadataStore:
     predictions: PredictionRepository
     features: FeatureRepository
     models: ModelRepository
+    runs: RunRepository
 
     def __init__(self, path: str) -> None:
         self.db = Database(path)
@@ -90,6 +93,7 @@ class RemoteMetadataStore:
     predictions: PredictionRepository
     features: FeatureRepository
     models: ModelRepository
+    runs: RunRepository
 
     def __init__(self, actor: Any, name: str) -> None:
         self.actor = actor
