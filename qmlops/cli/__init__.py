@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import typer
 
+from qmlops.cli._common import handle_errors
 from qmlops.cli._data import app as data_app
 from qmlops.cli._features import app as features_app
 from qmlops.cli._models import app as models_app
+from qmlops.cli._train import app as train_app
+from qmlops.cli._train import types_command
 
 __all__ = ["app", "main"]
 
@@ -20,7 +23,9 @@ app.add_typer(data_app, name="data", help="Ingest, version, inspect and export O
 app.add_typer(
     features_app, name="features", help="Materialise and inspect feature sets (Alpha158, indicators)."
 )
+models_app.command("types")(handle_errors(types_command))
 app.add_typer(models_app, name="models", help="Model registry: versions, lifecycle, aliases, tags, search.")
+app.add_typer(train_app, name="train", help="Train any model type; follow runs and their live metrics.")
 
 
 def main() -> None:

@@ -177,10 +177,13 @@ class TorchFlavor(Flavor):
 
         device = "cuda" if torch.cuda.is_available() else "cpu"
         module = torch.jit.load(io.BytesIO(data), map_location=device).eval()
+        # Modules that normalise their own inputs (the training engine's) declare it: NaN must reach them as NaN
+        passthrough = bool(signature.output.get("handles_nan"))
 
         def score(x: np.ndarray) -> np.ndarray:
             with torch.no_grad():
-                out = module(torch.as_tensor(np.nan_to_num(x), dtype=torch.float32, device=device))
+                arr = x if passthrough else np.nan_to_num(x)
+                out = module(torch.as_tensor(np.array(arr, dtype=np.float32), device=device))
             return out.detach().to("cpu").numpy().reshape(len(x), -1)[:, 0]
 
         return score

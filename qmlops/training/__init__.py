@@ -1,5 +1,12 @@
-"""Training over Qlib's model zoo (in progress: the compatibility layer, epoch hooks and Informer are here;
-the engine, catalogue, early-stopping strategies, evaluation and reports follow).
+"""Training over Qlib's model zoo: one engine for every model type, with early stopping, live progress,
+evaluation, reports and registration.
+
+- :mod:`qmlops.training._engine`: ``train(TrainConfig)`` / ``train_remote`` (a Ray task with resources).
+- :mod:`qmlops.training._catalogue`: the model types (``qmlops models types``), defaults and search spaces.
+- :mod:`qmlops.training._early_stopping`: patience, overfitting, adaptive patience, wall time; combinable.
+- :mod:`qmlops.training._gbdt`: boosting-round observation for LightGBM, XGBoost and CatBoost.
+- :mod:`qmlops.training._export`: what the registry stores for each type (boosters, traced serving modules).
+- :mod:`qmlops.training._report`: the HTML training report with plots.
 
 - :mod:`qmlops.training._compat`: Qlib 0.9.7 on torch 2.13 / pandas 3 / mlflow 3.17, each fix listed with
   symptom, cause and test; ``build_qlib_dataset`` builds ``DatasetH``/``TSDatasetH`` over a static frame.
@@ -9,6 +16,14 @@ the engine, catalogue, early-stopping strategies, evaluation and reports follow)
 - :mod:`qmlops.training._evaluate`: IC / ICIR / Rank IC / Rank ICIR, MSE and a daily top-k long-short backtest.
 """
 
+from qmlops.training._catalogue import (
+    CATALOGUE,
+    FAMILIES,
+    ModelType,
+    check_space,
+    get_model_type,
+    list_model_types,
+)
 from qmlops.training._compat import (
     apply_compat,
     build_qlib_dataset,
@@ -18,6 +33,25 @@ from qmlops.training._compat import (
     predict_segment,
     qlib_fit_context,
     segment_view,
+)
+from qmlops.training._early_stopping import (
+    AdaptivePatience,
+    EarlyStopper,
+    Overfitting,
+    Patience,
+    StopDecision,
+    WallTime,
+    parse_early_stopping,
+)
+from qmlops.training._engine import (
+    TrainConfig,
+    TrainResult,
+    label_horizon,
+    plan_segments,
+    subscribe_progress,
+    train,
+    train_remote,
+    unsubscribe_progress,
 )
 from qmlops.training._evaluate import Evaluation, daily_ic, evaluate_predictions, long_short_backtest
 from qmlops.training._informer import InformerModel
@@ -32,6 +66,27 @@ from qmlops.training._torch_hooks import (
 )
 
 __all__ = [
+    "AdaptivePatience",
+    "CATALOGUE",
+    "EarlyStopper",
+    "FAMILIES",
+    "ModelType",
+    "Overfitting",
+    "Patience",
+    "StopDecision",
+    "TrainConfig",
+    "TrainResult",
+    "WallTime",
+    "check_space",
+    "get_model_type",
+    "label_horizon",
+    "list_model_types",
+    "parse_early_stopping",
+    "plan_segments",
+    "subscribe_progress",
+    "train",
+    "train_remote",
+    "unsubscribe_progress",
     "EpochMetrics",
     "EpochStopper",
     "Evaluation",

@@ -189,27 +189,37 @@ def qlib_fit_context() -> Iterator[dict[str, Any]]:
 
 # ---------------------------------------------------------------------------------------------------- data
 def build_qlib_dataset(
-    frame: pd.DataFrame, segments: Mapping[str, tuple[Any, Any]], step_len: int | None = None
+    frame: pd.DataFrame,
+    segments: Mapping[str, tuple[Any, Any]],
+    step_len: int | None = None,
+    *,
+    allow_nan: bool = False,
+    label_norm: str | None = None,
 ) -> DatasetH:
     """A ``DatasetH`` (or ``TSDatasetH`` with ``step_len``) over a (datetime, instrument) frame whose columns are
-    ("feature", name) and ("label", name). Features must be finite (fix 10); unlabelled rows leave the learn data.
+    ("feature", name) and ("label", name). Features must be finite (fix 10) unless ``allow_nan`` (tree models,
+    which treat NaN as missing); unlabelled rows leave the learn data, whose label is then normalised per day by
+    Qlib's ``label_norm`` processor (``CSZScoreNorm`` or ``CSRankNorm``) when one is given.
     """
     if not isinstance(frame.columns, pd.MultiIndex) or not {"feature", "label"} <= set(
         frame.columns.get_level_values(0)
     ):
         raise ValidationError("columns must be a MultiIndex with 'feature' and 'label' groups", field="frame")
-    features = frame["feature"].to_numpy(dtype=np.float64)
-    bad = ~np.isfinite(features).all(axis=0)
-    if bad.any():
-        names = list(frame["feature"].columns[bad])[:5]
-        raise ValidationError(
-            f"features must be finite (fill or drop NaN/inf first); non-finite in {names}",
-            field="frame.feature",
-        )
-    handler = DataHandlerLP(
-        data_loader=StaticDataLoader(config=frame),
-        learn_processors=[{"class": "DropnaLabel", "kwargs": {"fields_group": "label"}}],
-    )
+    if not allow_nan:
+        features = frame["feature"].to_numpy(dtype=np.float64)
+        bad = ~np.isfinite(features).all(axis=0)
+        if bad.any():
+            names = list(frame["feature"].columns[bad])[:5]
+            raise ValidationError(
+                f"features must be finite (fill or drop NaN/inf first); non-finite in {names}",
+                field="frame.feature",
+            )
+    learn: list[dict[str, Any]] = [{"class": "DropnaLabel", "kwargs": {"fields_group": "label"}}]
+    if label_norm is not None:
+        if label_norm not in ("CSZScoreNorm", "CSRankNorm"):
+            raise ValidationError("label_norm must be CSZScoreNorm or CSRankNorm", field="label_norm")
+        learn.append({"class": label_norm, "kwargs": {"fields_group": "label"}})
+    handler = DataHandlerLP(data_loader=StaticDataLoader(config=frame), learn_processors=learn)
     if step_len is None:
         return DatasetH(handler, segments=dict(segments))
     return TSDatasetH(handler=handler, segments=dict(segments), step_len=step_len)

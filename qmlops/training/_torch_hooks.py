@@ -239,7 +239,8 @@ class _EpochObserver:
     def _valid_labels(self) -> pd.Series:
         if self._labels is None:
             start, end = self.dataset.segments["valid"]
-            frame = self.dataset.handler.fetch(slice(start, end), col_set="label")
+            # the learn-processed label (normalised per day): what the model is trained to predict
+            frame = self.dataset.handler.fetch(slice(start, end), col_set="label", data_key="learn")
             self._labels = frame.iloc[:, 0]
         return self._labels
 
