@@ -24,7 +24,8 @@ class DemoResult:
 
 
 def run_demo(console: Console | None = None, *, engine: str = "ray") -> DemoResult:
-    """Ingest ``sp500``, then materialise Alpha158 and the indicators on Ray Data (later stages extend this)."""
+    """Ingest ``sp500``, materialise Alpha158 and the indicators on Ray Data, train three models and register them
+    (later stages extend this)."""
     from qmlops.data import ingest
     from qmlops.features import materialize
 
@@ -58,4 +59,30 @@ def run_demo(console: Console | None = None, *, engine: str = "ray") -> DemoResu
         console.print(f"   {name}: [cyan]{m.id}[/cyan] {len(mat.feature_set.feature_names())} features x "
                       f"{m.n_rows:,} rows ({how})")  # fmt: skip
         out.stages[name] = m.id
+
+    console.print("[bold]3. train[/bold] LightGBM, Linear and an MLP on Alpha158 (Qlib models, early stopping, "
+                  "registered with lineage)")  # fmt: skip
+    from qmlops.training import TrainConfig, train, train_remote
+
+    configs = [
+        TrainConfig("lightgbm", dataset=rec.id, register_as="sp500-lightgbm"),
+        TrainConfig("linear", dataset=rec.id, register_as="sp500-linear"),
+        TrainConfig("mlp", dataset=rec.id, register_as="sp500-mlp", params={"max_steps": 200}),
+    ]
+    for config in configs:
+        with console.status(f"training {config.model_type}"):
+            if engine == "ray":
+                import ray
+
+                _, ref = train_remote(config, num_cpus=1)
+                summary = ray.get(ref)
+            else:
+                summary = train(config).summary()
+        m, mv = summary["metrics"], summary["model_version"]
+        console.print(f"   {config.model_type}: run [cyan]{summary['run_id']}[/cyan] test IC {m['ic']:+.4f}, Rank IC "
+                      f"{m['rank_ic']:+.4f}, long-short IR {m['information_ratio']:+.2f}; {summary['stop_reason']}; "
+                      f"registered {mv['name']} v{mv['version']}")  # fmt: skip
+        out.stages[f"train_{config.model_type}"] = summary["run_id"]
+    if summary.get("report_uri"):
+        console.print(f"   training report: {summary['report_uri']}")
     return out

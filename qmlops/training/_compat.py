@@ -158,8 +158,23 @@ def ensure_qlib_initialised(provider_uri: str | None = None) -> None:
 
 
 def apply_compat() -> None:
-    """Initialise Qlib and apply the version-guarded patches (fix 5). Idempotent."""
+    """Initialise Qlib and apply the version-guarded patches (fix 5). Idempotent.
+
+    Also silences two warnings that repeat on every step and say nothing actionable to a qmlops user: Qlib's
+    DNN calls ``scheduler.step(epoch)`` (deprecated positional epoch; same behaviour), and pandas 3 flags
+    Qlib's ``mode.chained_assignment`` option (no effect since pandas 3).
+    """
+    import warnings
+
+    warnings.filterwarnings(
+        "ignore", message=r"The epoch parameter in `scheduler.step\(\)`", category=UserWarning
+    )
+    warnings.filterwarnings("ignore", message=r"The 'mode.chained_assignment' option is deprecated")
+    warnings.filterwarnings("ignore", message=r"The given NumPy array is not writable")  # Qlib DNN, read-only
     ensure_qlib_initialised()
+    import logging
+
+    logging.getLogger("qlib.workflow").setLevel(logging.WARNING)  # "Recorder ... starts running" per fit
     with _lock:
         if _state["patched"] or not _QLIB_NEEDS_PATCHES:
             return
