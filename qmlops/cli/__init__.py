@@ -8,6 +8,7 @@ from qmlops.cli._common import handle_errors
 from qmlops.cli._data import app as data_app
 from qmlops.cli._features import app as features_app
 from qmlops.cli._models import app as models_app
+from qmlops.cli._serve import deploy_app, serve_app
 from qmlops.cli._train import app as train_app
 from qmlops.cli._train import types_command
 
@@ -26,6 +27,10 @@ app.add_typer(
 models_app.command("types")(handle_errors(types_command))
 app.add_typer(models_app, name="models", help="Model registry: versions, lifecycle, aliases, tags, search.")
 app.add_typer(train_app, name="train", help="Train any model type; follow runs and their live metrics.")
+app.add_typer(serve_app, name="serve", help="Run the Serve gateway and model servers; routing tables.")
+app.add_typer(
+    deploy_app, name="deploy", help="Rollouts: immediate, blue-green, canary, rolling; gates and rollback."
+)
 
 
 def main() -> None:

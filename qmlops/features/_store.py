@@ -231,6 +231,52 @@ def get_features(
     return frame.set_index("instrument")
 
 
+def get_feature_windows(
+    instruments: list[str],
+    as_of_date: str | pd.Timestamp,
+    step_len: int,
+    *,
+    feature_set: str | FeatureSetDefinition = "alpha158",
+    dataset: str | None = None,
+    materialization: str | None = None,
+    store: Store | None = None,
+) -> dict[str, tuple[pd.Timestamp, pd.DataFrame]]:
+    """Point-in-time windows: per instrument, its last ``step_len`` feature rows dated at or before the date.
+
+    The same rows a ``TSDatasetH`` window holds for that day (the instrument's own rows, oldest first); an
+    instrument with fewer rows is padded at the start with copies of its first row, as Qlib's
+    ``ffill+bfill`` fills the window's leading gap. Returns instrument -> (date of the last row, frame).
+    Instruments without any row by then are absent.
+    """
+    if not instruments:
+        raise ValidationError("give at least one instrument", field="instruments")
+    if step_len < 1:
+        raise ValidationError("step_len must be >= 1", field="step_len")
+    try:
+        as_of = pd.Timestamp(as_of_date)
+    except (ValueError, TypeError):
+        raise ValidationError(f"not a date: {as_of_date!r}", field="date") from None
+    store = store or get_store()
+    rec, definition = _resolve(store, dataset, feature_set, materialization)
+    assert rec.uri is not None
+    fs, path = storage.resolve(rec.uri)
+    lookback = as_of - pd.Timedelta(days=int(step_len * 1.6) + 14)
+    names = [str(i).upper() for i in instruments]
+    table = pq.read_table(
+        path, filesystem=fs, columns=["datetime", "instrument", *definition.feature_names()],
+        filters=[("instrument", "in", names), ("datetime", "<=", as_of), ("datetime", ">=", lookback)],
+    )  # fmt: skip
+    frame = table.to_pandas().sort_values(["instrument", "datetime"])
+    out: dict[str, tuple[pd.Timestamp, pd.DataFrame]] = {}
+    for inst, rows in frame.groupby("instrument", sort=True):
+        window = rows.tail(step_len).set_index("datetime").drop(columns="instrument")
+        if len(window) < step_len:
+            pad = pd.concat([window.iloc[[0]]] * (step_len - len(window)))
+            window = pd.concat([pad, window])
+        out[str(inst)] = (pd.Timestamp(rows["datetime"].iloc[-1]), window)
+    return out
+
+
 _AUTO_NAME = "features.auto_materialize"
 
 

@@ -20,6 +20,7 @@ from qmlops.metadata._lineage import LineageRepository
 from qmlops.metadata._models import ModelRepository
 from qmlops.metadata._predictions import PredictionRepository
 from qmlops.metadata._runs import RunRepository
+from qmlops.metadata._serving import ServingRepository
 
 __all__ = ["MetadataStore", "RemoteMetadataStore", "get_store", "open_local", "REPOSITORIES"]
 
@@ -31,6 +32,7 @@ REPOSITORIES: dict[str, type] = {
     "features": FeatureRepository,
     "models": ModelRepository,
     "runs": RunRepository,
+    "serving": ServingRepository,
 }
 
 
@@ -43,6 +45,7 @@ class MetadataStore:
     features: FeatureRepository
     models: ModelRepository
     runs: RunRepository
+    serving: ServingRepository
 
     def __init__(self, path: str) -> None:
         self.db = Database(path)
@@ -94,6 +97,7 @@ class RemoteMetadataStore:
     features: FeatureRepository
     models: ModelRepository
     runs: RunRepository
+    serving: ServingRepository
 
     def __init__(self, actor: Any, name: str) -> None:
         self.actor = actor

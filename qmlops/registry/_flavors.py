@@ -52,6 +52,21 @@ class Predictor:
             )
         return out
 
+    def predict_array(self, x: np.ndarray) -> np.ndarray:
+        """Score rows already in signature order (the serving hot path: no DataFrame)."""
+        x = np.asarray(x, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != len(self.signature.feature_names):
+            raise ValidationError(
+                f"expected rows of {len(self.signature.feature_names)} features, got shape {list(x.shape)}",
+                field="features",
+            )
+        out = np.asarray(self._score(x), dtype=np.float64).reshape(-1)
+        if out.shape[0] != x.shape[0]:
+            raise ValidationError(
+                f"model returned {out.shape[0]} values for {x.shape[0]} rows", field="output"
+            )
+        return out
+
 
 class Flavor(ABC):
     name: ClassVar[str]

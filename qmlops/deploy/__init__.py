@@ -1,0 +1,5 @@
+"""Rollouts: immediate, blue-green, canary and rolling, as a persistent state machine with analysis gates."""
+
+from qmlops.deploy._controller import STRATEGIES, RolloutController, controller_handle
+
+__all__ = ["STRATEGIES", "RolloutController", "controller_handle"]

@@ -1,0 +1,260 @@
+"""Running the Serve application: start, apply routing tables, stop.
+
+The application ``qmlops`` is the gateway (FastAPI ingress) bound to the model server. Its shape (replicas,
+resources, batch size, preloaded versions, HTTP host and port) is kept in ``QMLOPS_HOME/serve.json`` so every
+process that changes routes (the CLI, the rollout controller actor) rebuilds the same application; the routing
+tables themselves live in the metadata store and reach the gateway replicas as ``user_config``. Re-running the
+application with only a new ``user_config`` is a lightweight update: replicas stay up and call ``reconfigure``.
+A change of the model server's ``preload`` is a code-level change for Serve, which replaces its replicas in a
+rolling update, each new replica passing ``check_health`` before the old one goes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from qmlops.config import Settings, get_settings
+from qmlops.exceptions import NotFoundError, ValidationError
+from qmlops.metadata import MetadataStore, RemoteMetadataStore, get_store
+from qmlops.serving._routing import RoutingTable
+
+__all__ = ["ServeOptions", "ServeService", "APP_NAME", "build_app", "deploy_config"]
+
+APP_NAME = "qmlops"
+Store = MetadataStore | RemoteMetadataStore
+
+
+@dataclass(frozen=True)
+class ServeOptions:
+    host: str = "127.0.0.1"
+    port: int = 8000
+    gateway_replicas: int = 1
+    gateway_cpus: float = 0.5
+    server_replicas: int = 1
+    server_cpus: float = 0.5
+    max_batch_size: int = 16
+    batch_wait_timeout_s: float = 0.002
+    max_ongoing_requests: int = 64
+    preload: tuple[str, ...] = field(default_factory=tuple)
+
+    def validate(self) -> ServeOptions:
+        if not 1 <= self.port <= 65535:
+            raise ValidationError(f"port must be 1..65535, got {self.port}", field="port")
+        for name in ("gateway_replicas", "server_replicas", "max_batch_size", "max_ongoing_requests"):
+            if int(getattr(self, name)) < 1:
+                raise ValidationError(f"{name} must be >= 1", field=name)
+        for name in ("gateway_cpus", "server_cpus", "batch_wait_timeout_s"):
+            if float(getattr(self, name)) < 0:
+                raise ValidationError(f"{name} must be >= 0", field=name)
+        if self.max_ongoing_requests < self.max_batch_size:
+            raise ValidationError("max_ongoing_requests must be at least max_batch_size (or batches never fill)",
+                                  field="max_ongoing_requests")  # fmt: skip
+        return self
+
+
+def deploy_config(settings: Settings, options: ServeOptions, user_config: dict[str, Any]) -> dict[str, Any]:
+    """The Serve config (the ``serve deploy`` schema) for the application with these options and routes."""
+    return {
+        "http_options": {"host": options.host, "port": options.port},
+        "applications": [{
+            "name": APP_NAME,
+            "route_prefix": "/",
+            "import_path": "serve_apps.app:build",
+            "args": {"settings": asdict(settings), "preload": list(options.preload),
+                     "max_batch_size": options.max_batch_size, "batch_wait_timeout_s": options.batch_wait_timeout_s},
+            "deployments": [
+                {"name": "Gateway", "num_replicas": options.gateway_replicas,
+                 "max_ongoing_requests": options.max_ongoing_requests, "user_config": user_config,
+                 "ray_actor_options": {"num_cpus": options.gateway_cpus}},
+                {"name": "ModelServer", "num_replicas": options.server_replicas,
+                 "max_ongoing_requests": options.max_ongoing_requests,
+                 "ray_actor_options": {"num_cpus": options.server_cpus}},
+            ],
+        }],
+    }  # fmt: skip
+
+
+def build_app(settings: Settings, options: ServeOptions, user_config: dict[str, Any]) -> Any:
+    """The application object (for ``serve.run`` in scripts and notebooks)."""
+    from serve_apps.app import build
+
+    return build({"settings": asdict(settings), "preload": list(options.preload),
+                  "max_batch_size": options.max_batch_size, "batch_wait_timeout_s": options.batch_wait_timeout_s})  # fmt: skip
+
+
+def _digest(token: str) -> str:
+    import hashlib
+
+    return hashlib.sha256(token.encode()).hexdigest() if token else ""
+
+
+class ServeService:
+    """Start the application, change routing tables, read the gateway's statistics, stop."""
+
+    def __init__(self, settings: Settings | None = None, store: Store | None = None) -> None:
+        self.settings = settings or get_settings()
+        self.store = store or get_store(self.settings)
+        self._revision = 0
+
+    # -- options ------------------------------------------------------------------------------------------
+    @property
+    def options_path(self) -> Path:
+        return Path(self.settings.home) / "serve.json"
+
+    def options(self) -> ServeOptions:
+        if not self.options_path.exists():
+            return ServeOptions()
+        data = json.loads(self.options_path.read_text())
+        data["preload"] = tuple(data.get("preload", ()))
+        return ServeOptions(**data)
+
+    def _save(self, options: ServeOptions) -> None:
+        self.options_path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.options_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(asdict(options), indent=2))
+        os.replace(tmp, self.options_path)
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+    def start(self, options: ServeOptions | None = None, *, wait: bool = True) -> ServeOptions:
+        """Start Serve's HTTP proxy on ``host:port`` (127.0.0.1 by default) and deploy the application."""
+        from ray import serve
+
+        options = (options or self.options()).validate()
+        serve.start(http_options={"host": options.host, "port": options.port})
+        self._save(options)
+        self.apply(options, wait=wait)
+        return options
+
+    def user_config(self) -> dict[str, Any]:
+        tables = self.store.serving.list_tables()
+        self._revision = time.time_ns() // 1_000_000  # each apply is a new revision the gateway reports back
+        return {"routes": tables, "revision": self._revision,
+                # only a digest of the admin token travels in the (dashboard-visible) user_config
+                "admin_token_sha256": _digest(os.environ.get("QMLOPS_ADMIN_TOKEN", "")),
+                "admin_dev": os.environ.get("QMLOPS_ADMIN_DEV", "") == "1"}  # fmt: skip
+
+    def apply(self, options: ServeOptions | None = None, *, wait: bool = True) -> None:
+        """(Re)deploy from a Serve config (what ``serve deploy`` does) with the stored routing tables.
+
+        Serve versions a config-deployed application by its import path, args and runtime environment, so when
+        only the gateway's ``user_config`` changed the update is lightweight: the replicas stay and reconfigure.
+        """
+        from ray.serve.context import _get_global_client
+        from ray.serve.schema import ServeDeploySchema
+
+        options = options or self.options()
+        config = deploy_config(self.settings, options, self.user_config())
+        client = _get_global_client()
+        if client is None:
+            raise ValidationError("Serve is not running: start it with `qmlops serve start`", field="serve")
+        client.deploy_apps(ServeDeploySchema.model_validate(config))
+        if wait:
+            self.wait_running()
+
+    def set_preload(self, preload: list[str], *, wait: bool = True) -> None:
+        """Change the model server's preloaded versions: Serve replaces its replicas in a rolling update."""
+        from ray import serve
+
+        options = replace(self.options(), preload=tuple(preload))
+        self._save(options)
+        self.apply(options, wait=False)
+        if wait:  # the update starts asynchronously: see it begin, then finish
+            deadline = time.time() + 10
+            while time.time() < deadline:
+                app = serve.status().applications.get(APP_NAME)
+                if app is None or app.status != "RUNNING":
+                    break
+                time.sleep(0.1)
+            self.wait_running()
+            self.wait_revision()
+
+    def wait_running(self, timeout: float = 120.0) -> None:
+        from ray import serve
+
+        deadline = time.time() + timeout
+        status = None
+        while time.time() < deadline:
+            app = serve.status().applications.get(APP_NAME)
+            status = app.status if app is not None else None
+            if status == "RUNNING":
+                return
+            if status == "DEPLOY_FAILED":
+                raise ValidationError(f"the Serve application failed to deploy: {app.message if app else ''}",
+                                      field="deployment")  # fmt: skip
+            time.sleep(0.25)
+        raise TimeoutError(f"the Serve application is not running after {timeout:.0f} s (status {status})")
+
+    def stop(self) -> None:
+        from ray import serve
+
+        serve.delete(APP_NAME)
+
+    def status(self) -> dict[str, Any]:
+        from ray import serve
+
+        app = serve.status().applications.get(APP_NAME)
+        options = self.options()
+        return {
+            "url": f"http://{options.host}:{options.port}",
+            "status": app.status if app else "NOT_STARTED",
+            "deployments": {k: {"status": v.status, "replicas": v.replica_states} for k, v in app.deployments.items()}
+            if app else {},
+            "routes": self.store.serving.list_tables(),
+            "options": asdict(options),
+        }  # fmt: skip
+
+    # -- routing ------------------------------------------------------------------------------------------
+    def table(self, model: str) -> RoutingTable:
+        return RoutingTable.from_dict(self.store.serving.get_table(model))
+
+    def set_table(
+        self, table: RoutingTable, *, expected_revision: int | None = None, apply: bool = True
+    ) -> RoutingTable:
+        self.store.serving.put_table(table.to_dict(), expected_revision=expected_revision)
+        if apply:
+            self.apply()
+            self.wait_revision()
+        return table
+
+    def remove_model(self, model: str) -> None:
+        self.store.serving.get_table(model)
+        self.store.serving.delete_table(model)
+        self.apply()
+
+    def gateway(self) -> Any:
+        from ray import serve
+
+        return serve.get_deployment_handle("Gateway", app_name=APP_NAME)
+
+    def wait_revision(self, timeout: float = 30.0) -> None:
+        """Until the gateway replica has the stored tables' revision (reconfigure ran)."""
+        wanted = self._revision
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.gateway().routing_revision.remote().result() == wanted:
+                return
+            time.sleep(0.1)
+        raise TimeoutError(f"the gateway did not reach routing revision {wanted} in {timeout:.0f} s")
+
+    def stats(self, since: float = 0.0) -> dict[str, dict[str, Any]]:
+        return dict(self.gateway().stats.remote(since).result())
+
+    def deploy_model(self, name: str, ref: int | str = "latest") -> RoutingTable:
+        """Serve one version of ``name`` at 100% right away (no rollout; first deployments, demos, tests)."""
+        from qmlops.registry import ModelRegistry
+
+        record = ModelRegistry(self.store, self.settings).get(name, ref)
+        table = RoutingTable.single(name, record.id, record.version)
+        try:
+            current = self.table(name)  # keep the salt: users stay in their buckets
+            table = RoutingTable(
+                name, table.entries, current.salt, current.sticky_field, current.revision + 1
+            )
+        except NotFoundError:
+            pass
+        return self.set_table(table)

@@ -1,0 +1,417 @@
+"""The gateway deployment: FastAPI ingress, sticky routing, input validation, model-server calls, admin API.
+
+Every request is validated before any model runs; client errors are 4xx with ``{"error": {"field", "reason"}}``
+and never 5xx. Routing tables arrive through ``user_config`` (``reconfigure``), so a weight change applies
+without a redeploy and without dropping requests in flight. Per version the gateway keeps a bounded window of
+(time, latency, ok) that rollout gates read (``stats``); ``add_prediction_hook`` is where monitoring attaches.
+
+(No ``from __future__ import annotations`` here: FastAPI reads the route signatures' annotations at runtime.)
+"""
+
+import asyncio
+import hashlib
+import hmac
+import json
+import math
+import os
+import time
+import uuid
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from ray import serve
+
+from qmlops.config import Settings
+from qmlops.exceptions import QmlopsError
+
+__all__ = ["Gateway", "api", "MAX_BODY_BYTES", "MAX_ROWS"]
+
+MAX_BODY_BYTES = 1_000_000
+MAX_ROWS = 1_000
+WINDOW = 50_000  # latency samples kept per version
+
+api = FastAPI(title="qmlops gateway", version="1", docs_url="/docs", openapi_url="/openapi.json")
+
+
+class ClientError(Exception):
+    def __init__(self, status: int, field: str | None, reason: str) -> None:
+        super().__init__(reason)
+        self.status, self.field, self.reason = status, field, reason
+
+
+def _error(status: int, field: str | None, reason: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {"field": field, "reason": reason}})
+
+
+@api.exception_handler(ClientError)
+async def _client_error(request: Request, exc: ClientError) -> JSONResponse:
+    return _error(exc.status, exc.field, exc.reason)
+
+
+@api.exception_handler(QmlopsError)
+async def _qmlops_error(request: Request, exc: QmlopsError) -> JSONResponse:
+    return _error(exc.http_status, exc.field, exc.message)
+
+
+@api.exception_handler(Exception)
+async def _server_error(request: Request, exc: Exception) -> JSONResponse:
+    # only what is not the client's fault gets here (a model that fails, a lost replica): a JSON 500
+    cause = getattr(exc, "cause", None) or exc
+    return _error(500, None, f"server error: {type(cause).__name__}: {str(cause)[:300]}")
+
+
+def _reject_constant(value: str) -> Any:
+    raise ClientError(422, None, f"{value} is not a number JSON allows; send finite numbers")
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    length = request.headers.get("content-length")
+    if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
+        raise ClientError(413, "body", f"body of {length} bytes is over the {MAX_BODY_BYTES}-byte limit")
+    raw = await request.body()
+    if len(raw) > MAX_BODY_BYTES:
+        raise ClientError(413, "body", f"body of {len(raw)} bytes is over the {MAX_BODY_BYTES}-byte limit")
+    try:
+        body = json.loads(raw or b"null", parse_constant=_reject_constant)
+    except ClientError:
+        raise
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ClientError(400, "body", f"malformed JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise ClientError(422, "body", "the body must be a JSON object")
+    return body
+
+
+def _number(value: Any, field: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ClientError(422, field, f"must be a number, got {type(value).__name__}")
+    if not math.isfinite(float(value)):
+        raise ClientError(422, field, "must be finite")
+    return float(value)
+
+
+def _percentile(values: list[float], q: float) -> float | None:
+    return float(np.percentile(values, q)) if values else None
+
+
+class _VersionInfo:
+    def __init__(self, record: Any, materialization: str | None) -> None:
+        self.id, self.name, self.version = record.id, record.name, record.version
+        self.names: list[str] = list(record.signature["feature_names"])
+        self.index = {n: i for i, n in enumerate(self.names)}
+        self.step_len = int(record.tags.get("step_len", "1"))
+        self.base_names = [n.rsplit("@t-", 1)[0] for n in self.names[-len(self.names) // self.step_len :]]
+        self.materialization = materialization
+
+
+@serve.deployment(name="Gateway", max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.5})
+@serve.ingress(api)
+class Gateway:
+    def __init__(self, settings: Settings, model_server: Any) -> None:
+        from qmlops.metadata import get_store
+        from qmlops.serving._routing import RoutingTable
+
+        self.settings = settings
+        self.store = get_store(settings)
+        self.model_server = model_server
+        self.tables: dict[str, RoutingTable] = {}
+        self.revision = 0
+        self.versions: dict[str, _VersionInfo] = {}
+        self.windows: dict[str, deque[tuple[float, float, bool]]] = {}
+        self.ready: dict[str, bool] = {}
+        self.hooks: list[Callable[[dict[str, Any]], None]] = []
+        env_token = os.environ.get("QMLOPS_ADMIN_TOKEN") or ""
+        self.admin_digest = hashlib.sha256(env_token.encode()).hexdigest() if env_token else ""
+        self.admin_dev = os.environ.get("QMLOPS_ADMIN_DEV", "") == "1"
+        self.started = time.time()
+
+    # -- configuration ------------------------------------------------------------------------------------
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        from qmlops.serving._routing import RoutingTable
+
+        tables = {t["model"]: RoutingTable.from_dict(t) for t in config.get("routes", [])}
+        self.tables = tables  # one assignment: requests see the old or the new tables, never a mix
+        self.revision = int(config.get("revision", 0))
+        self.admin_digest = config.get("admin_token_sha256") or self.admin_digest
+        self.admin_dev = bool(config.get("admin_dev", os.environ.get("QMLOPS_ADMIN_DEV", "") == "1"))
+        wanted = {e.model_version for t in tables.values() for e in t.entries}
+        for model_id in wanted - set(self.ready):
+            self.ready[model_id] = False
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return
+        for model_id in wanted:
+            if not self.ready.get(model_id):
+                loop.create_task(self._warm(model_id))
+
+    async def _warm(self, model_id: str) -> None:
+        try:
+            await self.model_server.options(multiplexed_model_id=model_id).warm.remote()
+            self.ready[model_id] = True
+        except Exception:  # readyz reports it; the next request retries the load
+            self.ready[model_id] = False
+
+    def add_prediction_hook(self, hook: Callable[[dict[str, Any]], None]) -> None:
+        self.hooks.append(hook)
+
+    def _info(self, model_id: str) -> _VersionInfo:
+        info = self.versions.get(model_id)
+        if info is None:
+            record = self.store.models.get(model_id)
+            parents = [n for n in self.store.lineage.upstream(model_id) if n.kind == "feature_set"]
+            info = self.versions[model_id] = _VersionInfo(record, parents[0].id if parents else None)
+        return info
+
+    # -- statistics for rollout gates ----------------------------------------------------------------------
+    def _record(self, model_id: str, latency_ms: float, ok: bool) -> None:
+        window = self.windows.get(model_id)
+        if window is None:
+            window = self.windows[model_id] = deque(maxlen=WINDOW)
+        window.append((time.time(), latency_ms, ok))
+
+    def stats(self, since: float = 0.0) -> dict[str, dict[str, Any]]:
+        out: dict[str, dict[str, Any]] = {}
+        for model_id, window in list(self.windows.items()):
+            rows = [r for r in list(window) if r[0] >= since]
+            lat = [r[1] for r in rows if r[2]]
+            errors = sum(1 for r in rows if not r[2])
+            out[model_id] = {"requests": len(rows), "errors": errors,
+                             "error_rate": errors / len(rows) if rows else None,
+                             "p50_ms": _percentile(lat, 50), "p95_ms": _percentile(lat, 95), "p99_ms": _percentile(lat, 99)}  # fmt: skip
+        return out
+
+    def routing_revision(self) -> int:
+        return self.revision
+
+    # -- public API ---------------------------------------------------------------------------------------
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, Any]:
+        return {"status": "ok", "uptime_s": round(time.time() - self.started, 1)}
+
+    @api.get("/readyz")
+    async def readyz(self) -> JSONResponse:
+        wanted = {e.model_version for t in self.tables.values() for e in t.entries}
+        for model_id in wanted:
+            if not self.ready.get(model_id):
+                await self._warm(model_id)
+        missing = sorted(m for m in wanted if not self.ready.get(m))
+        status = 200 if wanted and not missing else 503
+        return JSONResponse(status_code=status, content={"ready": status == 200, "models": sorted(wanted),
+                                                         "not_loaded": missing, "revision": self.revision})  # fmt: skip
+
+    @api.get("/v1/models")
+    async def models(self) -> dict[str, Any]:
+        out = []
+        for name, table in sorted(self.tables.items()):
+            entries = []
+            for e in table.entries:
+                entries.append({"model_version": e.model_version, "version": e.version, "weight": e.weight,
+                                "role": e.role, "loaded": bool(self.ready.get(e.model_version))})  # fmt: skip
+            out.append({"model": name, "versions": entries, "sticky_field": table.sticky_field})
+        return {"models": out}
+
+    @api.get("/v1/routes")
+    async def routes(self) -> dict[str, Any]:
+        return {
+            "revision": self.revision,
+            "routes": [t.to_dict() | {"salt": None} for t in self.tables.values()],
+        }
+
+    @api.post("/v1/predict")
+    async def predict(self, request: Request) -> JSONResponse:
+        body = await _json_body(request)
+        started = time.perf_counter()
+        request_id = str(body.get("request_id") or uuid.uuid4().hex)
+        name = body.get("model")
+        if not isinstance(name, str) or not name:
+            raise ClientError(422, "model", "required: the model name")
+        table = self.tables.get(name)
+        if table is None:
+            raise ClientError(
+                404, "model", f"model {name!r} is not deployed; deployed: {sorted(self.tables)}"
+            )
+        key = body.get(table.sticky_field) or request.headers.get("x-user-id")
+        if key is not None and not isinstance(key, str | int):
+            raise ClientError(422, table.sticky_field, "must be a string or an integer")
+        if body.get("version") is not None:
+            entry = table.entry_for(body["version"])
+            if entry is None:
+                raise ClientError(404, "version", f"version {body['version']!r} of {name} is not deployed")
+        else:
+            entry = table.route(str(key) if key is not None else None)
+        info = self._info(entry.model_version)
+        rows, index = self._rows(body, info)
+        ok = False
+        try:
+            handle = self.model_server.options(multiplexed_model_id=entry.model_version)
+            scores = await handle.predict.remote(rows)
+            ok = True
+        finally:
+            latency = (time.perf_counter() - started) * 1000
+            self._record(entry.model_version, latency, ok)
+        predictions = [float(x) for x in np.asarray(scores).reshape(-1)]
+        response = {"request_id": request_id, "model": name, "version": entry.version,
+                    "model_version": entry.model_version, "variant": entry.role, "predictions": predictions,
+                    "prediction": predictions[0], "latency_ms": round(latency, 3)}  # fmt: skip
+        if index is not None:
+            response["rows"] = index
+        for hook in self.hooks:
+            hook({**response, "inputs": rows, "ts": time.time(), "status": "ok"})
+        return JSONResponse(response)
+
+    def _rows(
+        self, body: dict[str, Any], info: _VersionInfo
+    ) -> tuple[np.ndarray, list[dict[str, str]] | None]:
+        """Rows in the version's signature order, from features by name or from {instrument(s), date}."""
+        allowed = {"model", "version", "request_id", "features", "rows", "instrument", "instruments", "date",
+                   self.tables[info.name].sticky_field}  # fmt: skip
+        extra = sorted(set(body) - allowed)
+        if extra:
+            raise ClientError(422, extra[0], f"unknown field; allowed: {sorted(allowed)}")
+        given = [k for k in ("features", "rows", "instrument", "instruments") if k in body]
+        if len(given) != 1:
+            raise ClientError(422, "features", "send exactly one of features, rows, instrument(s)+date")
+        if given[0] in ("features", "rows"):
+            items = [body["features"]] if given[0] == "features" else body["rows"]
+            if not isinstance(items, list) or not items:
+                raise ClientError(422, given[0], "must be a non-empty list of feature objects")
+            if len(items) > MAX_ROWS:
+                raise ClientError(413, "rows", f"{len(items)} rows is over the {MAX_ROWS}-row limit")
+            x = np.empty((len(items), len(info.names)))
+            for i, item in enumerate(items):
+                where = "features" if given[0] == "features" else f"rows[{i}]"
+                if not isinstance(item, dict):
+                    raise ClientError(422, where, "must be an object of feature name -> number")
+                missing = [n for n in info.names if n not in item]
+                if missing:
+                    raise ClientError(
+                        422, f"{where}.{missing[0]}", f"missing {len(missing)} feature(s), e.g. {missing[:5]}"
+                    )
+                unknown = [k for k in item if k not in info.index]
+                if unknown:
+                    raise ClientError(
+                        422, f"{where}.{unknown[0]}", f"not a feature of {info.name} v{info.version}"
+                    )
+                for n, value in item.items():
+                    x[i, info.index[n]] = _number(value, f"{where}.{n}")
+            return x, None
+        return self._rows_from_store(body, info)
+
+    def _rows_from_store(
+        self, body: dict[str, Any], info: _VersionInfo
+    ) -> tuple[np.ndarray, list[dict[str, str]]]:
+        import pandas as pd
+
+        from qmlops.features import get_feature_windows
+
+        instruments = [body["instrument"]] if "instrument" in body else body["instruments"]
+        field = "instrument" if "instrument" in body else "instruments"
+        if (
+            not isinstance(instruments, list)
+            or not instruments
+            or not all(isinstance(i, str) and i for i in instruments)
+        ):
+            raise ClientError(422, field, "must be a non-empty instrument name (or a list of them)")
+        if len(instruments) > MAX_ROWS:
+            raise ClientError(413, field, f"{len(instruments)} instruments is over the {MAX_ROWS} limit")
+        if not isinstance(body.get("date"), str):
+            raise ClientError(422, "date", "required with instrument(s): an ISO date such as 2010-06-01")
+        try:
+            as_of = pd.Timestamp(body["date"])
+        except (ValueError, TypeError):
+            raise ClientError(422, "date", f"not a date: {body['date']!r}") from None
+        if info.materialization is None:
+            raise ClientError(422, "instrument", f"{info.name} v{info.version} has no feature set in its lineage; "
+                                                 "send features by name")  # fmt: skip
+        windows = get_feature_windows([i.upper() for i in instruments], as_of, info.step_len,
+                                      materialization=info.materialization, store=self.store)  # fmt: skip
+        absent = [i.upper() for i in instruments if i.upper() not in windows]
+        if absent:
+            raise ClientError(422, field, f"no feature data for {absent[:5]} on or before {as_of.date()}")
+        x = np.stack(
+            [
+                windows[i.upper()][1][info.base_names].to_numpy(dtype=np.float64).reshape(-1)
+                for i in instruments
+            ]
+        )
+        index = [{"instrument": i.upper(), "date": str(windows[i.upper()][0].date())} for i in instruments]
+        return x, index
+
+    @api.post("/v1/feedback")
+    async def feedback(self, request: Request) -> JSONResponse:
+        body = await _json_body(request)
+        items = body.get("items") if "items" in body else [body]
+        if not isinstance(items, list) or not items or len(items) > MAX_ROWS:
+            raise ClientError(422, "items", f"must be a list of 1..{MAX_ROWS} {{request_id, value}} objects")
+        rows = []
+        for i, item in enumerate(items):
+            where = f"items[{i}]" if "items" in body else ""
+            if (
+                not isinstance(item, dict)
+                or not isinstance(item.get("request_id"), str)
+                or not item["request_id"]
+            ):
+                raise ClientError(
+                    422, f"{where}.request_id".lstrip("."), "required: the request_id of a prediction"
+                )
+            extra = sorted(set(item) - {"request_id", "value"})
+            if extra:
+                raise ClientError(422, f"{where}.{extra[0]}".lstrip("."), "unknown field")
+            rows.append((item["request_id"], _number(item.get("value"), f"{where}.value".lstrip("."))))
+        self.store.serving.add_feedback(rows)
+        return JSONResponse(status_code=202, content={"accepted": len(rows)})
+
+    # -- admin --------------------------------------------------------------------------------------------
+    def _authorise(self, request: Request) -> None:
+        if not self.admin_digest:
+            if self.admin_dev:
+                return
+            raise ClientError(403, "authorization", "the admin API is off: set QMLOPS_ADMIN_TOKEN on the gateway "
+                                                    "(or QMLOPS_ADMIN_DEV=1 for local development)")  # fmt: skip
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        presented = hashlib.sha256(token.encode()).hexdigest()
+        if scheme.lower() != "bearer" or not token or not hmac.compare_digest(presented, self.admin_digest):
+            raise ClientError(401, "authorization", "a valid bearer token is required")
+
+    async def _controller(self, method: str, *args: Any, **kwargs: Any) -> Any:
+        from qmlops.deploy import controller_handle
+
+        handle = controller_handle(self.settings)
+        status, value = await getattr(handle, method).remote(*args, **kwargs)
+        if status == "err":
+            raise value
+        return value
+
+    @api.post("/v1/admin/rollouts")
+    async def start_rollout(self, request: Request) -> JSONResponse:
+        self._authorise(request)
+        body = await _json_body(request)
+        extra = sorted(set(body) - {"model", "version", "strategy", "options"})
+        if extra:
+            raise ClientError(422, extra[0], "unknown field; allowed: model, version, strategy, options")
+        for key in ("model", "version", "strategy"):
+            if key not in body:
+                raise ClientError(422, key, "required")
+        if not isinstance(body.get("options", {}), dict):
+            raise ClientError(422, "options", "must be an object")
+        rollout = await self._controller("start", body["model"], body["version"], body["strategy"],
+                                         body.get("options") or {})  # fmt: skip
+        return JSONResponse(status_code=201, content=rollout)
+
+    @api.get("/v1/admin/rollouts/{rollout_id}")
+    async def get_rollout(self, rollout_id: str, request: Request) -> JSONResponse:
+        self._authorise(request)
+        return JSONResponse(await self._controller("describe", rollout_id))
+
+    @api.post("/v1/admin/rollouts/{rollout_id}/{action}")
+    async def act_on_rollout(self, rollout_id: str, action: str, request: Request) -> JSONResponse:
+        self._authorise(request)
+        if action not in ("pause", "resume", "promote", "rollback"):
+            raise ClientError(404, "action", "one of pause, resume, promote, rollback")
+        return JSONResponse(await self._controller(action, rollout_id))
