@@ -85,4 +85,42 @@ def run_demo(console: Console | None = None, *, engine: str = "ray") -> DemoResu
         out.stages[f"train_{config.model_type}"] = summary["run_id"]
     if summary.get("report_uri"):
         console.print(f"   training report: {summary['report_uri']}")
+    if engine == "ray":
+        _serve_stage(console, out, rec.id)
     return out
+
+
+def _serve_stage(console: Console, out: DemoResult, dataset_id: str) -> None:
+    """Deploy the LightGBM just trained on Ray Serve and answer point-in-time predictions over HTTP."""
+    import socket
+
+    import httpx
+
+    from qmlops.features import load_features
+    from qmlops.serving import ServeOptions, ServeService
+
+    console.print(
+        "[bold]4. serve[/bold] the new LightGBM version on Ray Serve (gateway + multiplexed model server)"
+    )
+    with socket.socket() as probe:
+        port = 8000 if probe.connect_ex(("127.0.0.1", 8000)) != 0 else 0
+    if port == 0:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+    service = ServeService()
+    with console.status("starting Serve and deploying sp500-lightgbm"):
+        service.start(ServeOptions(port=port))
+        table = service.deploy_model("sp500-lightgbm", "latest")
+    url = f"http://127.0.0.1:{port}"
+    frame = load_features(dataset_id, "alpha158", start="2010-08-02", end="2010-08-02")
+    instruments = list(frame.index.get_level_values("instrument")[:20])
+    body = {"model": "sp500-lightgbm", "instruments": instruments, "date": "2010-08-02", "user_id": "demo"}
+    answer = httpx.post(f"{url}/v1/predict", json=body, timeout=60).json()
+    top = sorted(zip(instruments, answer["predictions"], strict=True), key=lambda p: -p[1])[:3]
+    console.print(f"   {url}/v1/predict answered {len(answer['predictions'])} point-in-time predictions for "
+                  f"2010-08-02 from v{answer['version']} ({table.entries[0].model_version}); top: "
+                  + ", ".join(f"{i} {p:+.4f}" for i, p in top))  # fmt: skip
+    console.print(f"   OpenAPI docs at {url}/docs (the app stops with this process; on a long-running cluster use "
+                  "`qmlops serve start`)")  # fmt: skip
+    out.stages["serve_url"] = url

@@ -48,6 +48,7 @@ __all__ = ["RolloutController", "STRATEGIES", "DEFAULTS", "controller_handle"]
 Store = MetadataStore | RemoteMetadataStore
 STRATEGIES = ("immediate", "blue_green", "canary", "rolling")
 ACTIVE = ("pending", "running", "paused")
+ORPHAN_SECONDS = 30.0  # a rollout nobody ticked for this long is adopted by the controller actor
 DEFAULTS: dict[str, dict[str, Any]] = {
     "immediate": {"health_requests": 5},
     "blue_green": {"health_requests": 5, "perf_requests": 200, "perf_concurrency": 4, "max_p99_ms": 1000.0,
@@ -70,9 +71,19 @@ class RolloutController:
 
     # -- start --------------------------------------------------------------------------------------------
     def start(
-        self, model: str, version: int | str, strategy: str, options: dict[str, Any] | None = None
+        self,
+        model: str,
+        version: int | str,
+        strategy: str,
+        options: dict[str, Any] | None = None,
+        *,
+        driver: str | None = None,
     ) -> dict[str, Any]:
-        """Validate the request and the version (registry validator), then record a pending rollout."""
+        """Validate the request and the version (registry validator), then record a pending rollout.
+
+        ``driver`` names who ticks it (this process by default; ``"actor"`` for the controller actor). The actor
+        also adopts any rollout whose driver stopped ticking for ``ORPHAN_SECONDS`` (a process that died).
+        """
         if strategy not in STRATEGIES:
             raise ValidationError(
                 f"must be one of {', '.join(STRATEGIES)}; got {strategy!r}", field="strategy"
@@ -94,6 +105,7 @@ class RolloutController:
             raise ConflictError(f"{model} v{record.version} failed the compatibility check: {'; '.join(report.errors[:3])}",
                                 field="version", details=report.to_dict())  # fmt: skip
         rollout_id = "ro-" + uuid.uuid4().hex[:12]
+        merged["_driver"] = driver or _local_driver()
         rollout = self.store.serving.create_rollout({
             "id": rollout_id, "model": model, "strategy": strategy, "to_version": record.id,
             "from_version": stable.model_version if stable else None, "options": merged})  # fmt: skip
@@ -207,12 +219,12 @@ class RolloutController:
         started = _parse(r["step_started_at"])
         elapsed = time.time() - started
         if elapsed < float(opts["dwell_seconds"]):
-            return r  # still dwelling
+            return self.store.serving.update_rollout(r["id"])  # still dwelling; the heartbeat moves
         stats = self.service.stats(since=started)
         gates = self._canary_gates(stats.get(new_id), stats.get(old_id), opts)
         if gates["verdict"] == "wait":
             if elapsed < float(opts["max_wait_seconds"]):
-                return r
+                return self.store.serving.update_rollout(r["id"])
             raise _GateFailed(f"not enough traffic to judge the canary after {elapsed:.0f} s: "
                               f"{gates['new']['requests']} of {opts['min_requests']} requests", gates)  # fmt: skip
         self.store.serving.update_rollout(r["id"], gates=gates)
@@ -465,19 +477,39 @@ class RolloutController:
         return {**r, "events": self.store.serving.events(rollout_id),
                 "checks": self.store.serving.checks(rollout_id=rollout_id)}  # fmt: skip
 
-    def resume_all(self) -> list[str]:
-        """Tick every active rollout once (what a restarted controller does first)."""
+    def resume_all(self, *, driver: str | None = None) -> list[str]:
+        """Tick the active rollouts this driver owns, adopting orphans (no tick for ``ORPHAN_SECONDS``).
+
+        Without ``driver`` every active rollout is ticked once (an operator's explicit resume).
+        """
         active = self.store.serving.list_rollouts(active_only=True, limit=1000)
+        ticked = []
         for r in active:
+            owner = r["options"].get("_driver")
+            stale = time.time() - _parse(r["updated_at"]) > ORPHAN_SECONDS
+            if driver is not None and owner != driver and not stale:
+                continue
+            if driver is not None and owner != driver:
+                options = {**r["options"], "_driver": driver}
+                self.store.serving.update_rollout(r["id"], options=options)
+                self.store.serving.add_event(r["id"], "adopted", {"from": owner, "by": driver})
             if r["state"] != "paused":
                 self.tick(r["id"])
-        return [r["id"] for r in active]
+            ticked.append(r["id"])
+        return ticked
 
 
 class _GateFailed(Exception):
     def __init__(self, reason: str, details: Any = None) -> None:
         super().__init__(reason)
         self.details = details
+
+
+def _local_driver() -> str:
+    import os
+    import socket
+
+    return f"process:{socket.gethostname()}:{os.getpid()}"
 
 
 def _now() -> Any:
@@ -543,7 +575,7 @@ class _ControllerActor:
         while not self._stop.is_set():
             try:
                 with self._lock:
-                    self.controller.resume_all()
+                    self.controller.resume_all(driver="actor")
             except Exception:  # keep ticking; each rollout records its own failures
                 traceback.print_exc()
             self._stop.wait(self.poll)
@@ -556,7 +588,7 @@ class _ControllerActor:
             return "err", exc
 
     def start(self, *args: Any, **kwargs: Any) -> tuple[str, Any]:
-        return self._call("start", *args, **kwargs)
+        return self._call("start", *args, driver="actor", **kwargs)
 
     def describe(self, rollout_id: str) -> tuple[str, Any]:
         return self._call("describe", rollout_id)

@@ -48,11 +48,16 @@ def qlib_lgb_reference(
     work = Path(work_dir or tempfile.mkdtemp(prefix="qmlops-qlib-ref-"))
     provider = export_qlib(frame, work / "qlib")
     ensure_qlib_initialised()  # our recorder set-up (temporary mlflow store) first, then repoint the provider
+    mlruns = Path(_state["tmp"] or tempfile.mkdtemp(prefix="qmlops-qlib-")) / "mlruns"
     qlib.init(provider_uri=str(provider), region="us", kernels=1, logging_level="WARNING",
               exp_manager={"class": "MLflowExpManager", "module_path": "qlib.workflow.expm",
-                           "kwargs": {"uri": "file:" + str(Path(_state["tmp"]) / "mlruns"),
+                           "kwargs": {"uri": "file:" + str(mlruns),
                                       "default_exp_name": "qmlops"}})  # fmt: skip
     assert C.registered
+    try:  # created directly, so Qlib never takes its lock at a path relative to the working directory
+        R.exp_manager.create_exp("qmlops")
+    except Exception:  # exists already
+        pass
     start = frame["date"].min().strftime("%Y-%m-%d")
     end = frame["date"].max().strftime("%Y-%m-%d")
     handler = Alpha158(instruments="all", start_time=start, end_time=end, fit_start_time=segments["train"][0],

@@ -223,3 +223,30 @@ def test_deploy_cli(served: Served) -> None:
         assert bad.exit_code == 2 and "options.steps" in bad.output
     finally:
         _reset(served)
+
+
+def test_a_restarted_controller_resumes_and_pause_holds(served: Served) -> None:
+    """The rollout's state lives in the store: a new controller (a restarted process) carries it on."""
+    first = RolloutController()
+    v2 = served.versions["alpha2"]["id"]
+    try:
+        rollout = first.start("alpha", 2, "canary", {**FAST_CANARY, "steps": [20, 100], "dwell_seconds": 1.0})
+        r = first.tick(rollout["id"])  # pending -> running, staged and at 20%
+        assert r["state"] == "running" and r["step"] == 1
+        assert ServeService().table("alpha").entry_for(v2).weight == 20.0
+        del first  # the process that started it is gone
+        second = RolloutController()
+        assert second.pause(rollout["id"])["state"] == "paused"
+        import time
+
+        time.sleep(1.5)
+        assert second.tick(rollout["id"])["step"] == 1  # paused: the dwell may be over, nothing moves
+        assert [e for e in second.resume_all() if e == rollout["id"]] == [rollout["id"]]
+        second.resume(rollout["id"])
+        with Traffic(served.url, "alpha", _rows(served)):
+            done = second.run(rollout["id"], timeout=300)
+        assert done["state"] == "succeeded", done["reason"]
+        kinds = [e["kind"] for e in second.describe(rollout["id"])["events"]]
+        assert kinds.index("paused") < kinds.index("resumed") < kinds.index("succeeded")
+    finally:
+        _reset(served)

@@ -1,0 +1,220 @@
+"""Serving benchmark: single-row POSTs at concurrency 16 from a separate process, same LightGBM on 158 features.
+
+(a) plain FastAPI under uvicorn (one worker, the registry predictor in-process);
+(b) a bare single Ray Serve deployment (FastAPI ingress, the same predictor, no batching);
+(c) the qmlops gateway -> model server (multiplexed, batched) with a 50/50 sticky A/B split of two versions.
+Prints requests/s, p50 and p99 per setup and the ratios c/b and c/a. Goals (issue): c >= 0.9x b in throughput
+with p99 <= 1.2x b's, and with batching at least a.
+
+    python bench/serving.py [--seconds 15] [--concurrency 16]
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from typing import Any
+
+PLAIN_APP = """
+import os, sys, numpy as np
+from fastapi import FastAPI, Request
+os.environ["QMLOPS_METADATA_MODE"] = "local"
+from qmlops.registry import ModelRegistry
+predictor = ModelRegistry().load_predictor(sys.argv[1], int(sys.argv[2]))
+names = predictor.signature.feature_names
+app = FastAPI()
+@app.post("/v1/predict")
+async def predict(request: Request):
+    body = await request.json()
+    x = np.array([[float(body["features"][n]) for n in names]])
+    return {"prediction": float(predictor.predict_array(x)[0])}
+import uvicorn
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[3]), log_level="warning")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def load(url: str, bodies: list[dict[str, Any]], seconds: float, concurrency: int) -> dict[str, float]:
+    """Run the load generator in its own process (so it does not share this interpreter) and return its figures."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump({"url": url, "bodies": bodies, "seconds": seconds, "concurrency": concurrency}, f)
+    out = subprocess.run(
+        [sys.executable, __file__, "--load", f.name], capture_output=True, text=True, check=True
+    )
+    os.unlink(f.name)
+    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+
+async def _generate(spec: dict[str, Any]) -> dict[str, float]:
+    import httpx
+
+    latencies: list[float] = []
+    errors = 0
+    first_error = ""
+    bodies, url = spec["bodies"], spec["url"]
+    async with httpx.AsyncClient(
+        timeout=30.0, limits=httpx.Limits(max_connections=spec["concurrency"])
+    ) as client:
+        warm_until = time.perf_counter() + 2.0
+        stop_at = warm_until + spec["seconds"]
+
+        async def worker(i: int) -> None:
+            nonlocal errors, first_error
+            n = i
+            while True:
+                now = time.perf_counter()
+                if now >= stop_at:
+                    return
+                t0 = time.perf_counter()
+                r = await client.post(url, json=bodies[n % len(bodies)])
+                n += spec["concurrency"]
+                if t0 >= warm_until:
+                    if r.status_code == 200:
+                        latencies.append((time.perf_counter() - t0) * 1000)
+                    else:
+                        errors += 1
+                        first_error = first_error or f"{r.status_code} {r.text[:300]}"
+
+        await asyncio.gather(*(worker(i) for i in range(spec["concurrency"])))
+    import numpy as np
+
+    if not latencies:
+        return {
+            "rps": 0.0,
+            "p50": float("nan"),
+            "p99": float("nan"),
+            "errors": errors,
+            "first_error": first_error,
+        }
+    return {"rps": len(latencies) / spec["seconds"], "p50": float(np.percentile(latencies, 50)),
+            "p99": float(np.percentile(latencies, 99)), "errors": errors, "first_error": first_error}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=15.0)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--load", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.load:
+        with open(args.load) as f:
+            print(json.dumps(asyncio.run(_generate(json.load(f)))))
+        return
+
+    home = tempfile.mkdtemp(prefix="qmlops-bench-serve-")
+    os.environ.update(QMLOPS_HOME=home, RAY_AUTH_MODE="disabled", RAY_USAGE_STATS_ENABLED="0")
+    os.environ["QMLOPS_METADATA_MODE"] = "local"
+    from qmlops.data import ingest
+    from qmlops.features import load_features, materialize
+    from qmlops.metadata import get_store
+    from qmlops.training import TrainConfig, train
+
+    ds = ingest("sp500").record
+    materialize(ds.id, "alpha158", engine="local")
+    light = {"lambda_l1": 1.0, "lambda_l2": 1.0, "num_leaves": 31, "learning_rate": 0.05}
+    train(TrainConfig("lightgbm", dataset=ds.id, params=light, register_as="bench", report=False))
+    train(
+        TrainConfig(
+            "lightgbm", dataset=ds.id, params={**light, "num_leaves": 15}, register_as="bench", report=False
+        )
+    )
+    frame = load_features(ds.id, "alpha158", start="2010-07-01")["feature"].fillna(0.0).head(500)
+    rows = [{k: float(v) for k, v in r.items()} for r in frame.to_dict(orient="records")]
+    get_store().close()  # hand the file over: the plain server opens it, then Ray's metadata actor does
+
+    results: dict[str, dict[str, float]] = {}
+    plain_port = free_port()
+    plain = subprocess.Popen([sys.executable, "-c", PLAIN_APP, "bench", "1", str(plain_port)])
+    try:
+        import httpx
+
+        for _ in range(300):
+            try:
+                httpx.post(f"http://127.0.0.1:{plain_port}/v1/predict", json={"features": rows[0]}, timeout=2)
+                break
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        results["(a) plain FastAPI + uvicorn"] = load(f"http://127.0.0.1:{plain_port}/v1/predict",
+                                                      [{"features": r} for r in rows], args.seconds, args.concurrency)  # fmt: skip
+    finally:
+        plain.terminate()
+        plain.wait(timeout=30)
+
+    os.environ["QMLOPS_METADATA_MODE"] = "ray"
+    import ray
+    from ray import serve
+
+    from qmlops.ray_utils import init_ray
+    from qmlops.serving import RouteEntry, RoutingTable, ServeOptions, ServeService
+
+    init_ray(num_cpus=2, object_store_memory=400 * 1024 * 1024, include_dashboard=False, log_to_driver=False)
+    port = free_port()
+    service = ServeService()
+    service.start(ServeOptions(port=port, max_ongoing_requests=64))
+    store = get_store()
+    v1, v2 = store.models.get_version("bench", 1), store.models.get_version("bench", 2)
+    service.set_table(
+        RoutingTable("bench", (RouteEntry(v1.id, 1, 50.0, "stable"), RouteEntry(v2.id, 2, 50.0, "variant")))
+    )
+
+    from fastapi import FastAPI, Request
+
+    bare_api = FastAPI()
+
+    @serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.5})
+    @serve.ingress(bare_api)
+    class Bare:
+        def __init__(self, settings: Any) -> None:
+            from qmlops.metadata import get_store
+            from qmlops.registry import ModelRegistry
+
+            self.predictor = ModelRegistry(get_store(settings), settings).load_predictor("bench", 1)
+            self.names = self.predictor.signature.feature_names
+
+        @bare_api.post("/v1/predict")
+        async def predict(self, request: Request) -> dict[str, float]:
+            import numpy as np
+
+            body = await request.json()
+            x = np.array([[float(body["features"][n]) for n in self.names]])
+            return {"prediction": float(self.predictor.predict_array(x)[0])}
+
+    from qmlops.config import get_settings
+
+    serve.run(Bare.bind(get_settings()), name="bare", route_prefix="/bare")  # type: ignore[attr-defined]
+    results["(b) bare Serve deployment"] = load(f"http://127.0.0.1:{port}/bare/v1/predict",
+                                                [{"features": r} for r in rows], args.seconds, args.concurrency)  # fmt: skip
+    serve.delete("bare")
+    bodies = [{"model": "bench", "user_id": f"user-{i}", "features": r} for i, r in enumerate(rows)]
+    results["(c) qmlops gateway, 50/50 sticky A/B"] = load(f"http://127.0.0.1:{port}/v1/predict", bodies,
+                                                            args.seconds, args.concurrency)  # fmt: skip
+    serve.shutdown()
+    ray.shutdown()
+
+    print(
+        f"single-row POSTs, concurrency {args.concurrency}, {args.seconds:g} s each after 2 s warm-up, 2 CPUs"
+    )
+    print(f"{'setup':<40}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    for name, r in results.items():
+        print(
+            f"{name:<40}{r['rps']:>9.1f}{r['p50']:>9.1f}{r['p99']:>9.1f}{int(r['errors']):>8}  {r.get('first_error', '')}"
+        )
+    a, b, c = results.values()
+    print(f"c/b throughput {c['rps'] / b['rps']:.2f}x (goal >= 0.9), p99 {c['p99'] / b['p99']:.2f}x (goal <= 1.2); "
+          f"c/a throughput {c['rps'] / a['rps']:.2f}x (goal >= 1.0)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
