@@ -33,6 +33,8 @@ __all__ = ["Gateway", "api", "MAX_BODY_BYTES", "MAX_ROWS"]
 MAX_BODY_BYTES = 1_000_000
 MAX_ROWS = 1_000
 WINDOW = 50_000  # latency samples kept per version
+MAX_BATCH = 32  # requests per model-server call
+MAX_IN_FLIGHT = 2  # model-server calls per version at a time; requests arriving meanwhile form the next batch
 
 api = FastAPI(title="qmlops gateway", version="1", docs_url="/docs", openapi_url="/openapi.json")
 
@@ -128,6 +130,8 @@ class Gateway:
         self.admin_digest = hashlib.sha256(env_token.encode()).hexdigest() if env_token else ""
         self.admin_dev = os.environ.get("QMLOPS_ADMIN_DEV", "") == "1"
         self.started = time.time()
+        self._queues: dict[str, asyncio.Queue] = {}
+        self._batchers: dict[str, asyncio.Task] = {}
 
     # -- configuration ------------------------------------------------------------------------------------
     def reconfigure(self, config: dict[str, Any]) -> None:
@@ -187,6 +191,60 @@ class Gateway:
 
     def routing_revision(self) -> int:
         return self.revision
+
+    # -- scoring ------------------------------------------------------------------------------------------
+    async def _score(self, model_id: str, rows: np.ndarray) -> np.ndarray:
+        """Concurrent requests for one version share a model-server call (the second hop is paid per batch).
+
+        One queue per version, so a slow version never holds up another version's requests.
+        """
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[np.ndarray] = loop.create_future()
+        queue = self._queues.get(model_id)
+        if queue is None:
+            queue = self._queues[model_id] = asyncio.Queue()
+            self._batchers[model_id] = loop.create_task(self._batcher(model_id, queue))
+        queue.put_nowait((rows, future))
+        return await future
+
+    async def _batcher(self, model_id: str, queue: asyncio.Queue) -> None:
+        """Adaptive batching without a timer: at most ``MAX_IN_FLIGHT`` calls per version; whatever queued up
+        while they were out goes in the next call."""
+        handle = self.model_server.options(multiplexed_model_id=model_id)
+        slots = asyncio.Semaphore(MAX_IN_FLIGHT)
+        while True:
+            items = [await queue.get()]
+            await slots.acquire()
+            while len(items) < MAX_BATCH:
+                try:
+                    items.append(queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            asyncio.get_running_loop().create_task(self._send(handle, items, slots))
+
+    async def _send(
+        self, handle: Any, items: list[tuple[np.ndarray, asyncio.Future]], slots: asyncio.Semaphore
+    ) -> None:
+        try:
+            await self._call(handle, items)
+        finally:
+            slots.release()
+
+    async def _call(self, handle: Any, items: list[tuple[np.ndarray, asyncio.Future]]) -> None:
+        try:
+            scores = np.asarray(
+                await handle.predict.remote(np.concatenate([rows for rows, _ in items], axis=0))
+            )
+        except Exception as exc:  # every request of the batch gets the failure
+            for _, future in items:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        start = 0
+        for rows, future in items:
+            if not future.done():
+                future.set_result(scores[start : start + len(rows)])
+            start += len(rows)
 
     # -- public API ---------------------------------------------------------------------------------------
     @api.get("/healthz")
@@ -248,8 +306,7 @@ class Gateway:
         rows, index = self._rows(body, info)
         ok = False
         try:
-            handle = self.model_server.options(multiplexed_model_id=entry.model_version)
-            scores = await handle.predict.remote(rows)
+            scores = await self._score(entry.model_version, rows)
             ok = True
         finally:
             latency = (time.perf_counter() - started) * 1000

@@ -73,7 +73,8 @@ def test_canary_succeeds_under_traffic_then_operator_rolls_back(served: Served) 
                                                ({"extra_latency_ms": 150.0}, "p99 latency")])  # fmt: skip
 def test_canary_rolls_back_by_itself(served: Served, fault: dict, reason: str) -> None:
     registry = ModelRegistry(get_store())
-    drill = register_drill_model(registry, "alpha", 1, healthy_calls=10, **fault)
+    # healthy for the 5 sequential health probes of the staged version, failing once real traffic arrives
+    drill = register_drill_model(registry, "alpha", 1, healthy_calls=5, **fault)
     controller = RolloutController()
     try:
         rollout = controller.start("alpha", drill.version, "canary", {**FAST_CANARY, "steps": [50, 100]})
