@@ -131,3 +131,33 @@ def test_job_entry_point(ray_home: Path, tmp_path: Path, capsys) -> None:
     assert summary["stopped_by"] == "max_epochs" and summary["model_version"] is None
     assert main(["xgboost", "--dataset", "sub", "--param", "bogus=1"]) == 2
     assert "params.bogus" in capsys.readouterr().err
+
+
+def test_progress_reaches_ray_tune_inside_a_trial(ray_home: Path, tmp_path: Path) -> None:
+    """Inside a Tune trial every progress step is also a tune.report (what ASHA's early stopping reads)."""
+    from ray import tune
+
+    from qmlops.config import get_settings
+    from qmlops.training import TrainConfig, train
+
+    _dataset(tmp_path, n=8)
+    store, settings = get_store(), get_settings()
+
+    def trainable(config: dict) -> None:
+        train(TrainConfig("lightgbm", dataset="sub", params={"num_leaves": config["leaves"], "lambda_l1": 1.0,
+                                                              "lambda_l2": 1.0}, early_stopping="patience=12",
+                          progress_every=5, register_as="", report=False), store=store, settings=settings)  # fmt: skip
+
+    tuner = tune.Tuner(
+        tune.with_resources(trainable, {"cpu": 1}),
+        param_space={"leaves": 7},
+        tune_config=tune.TuneConfig(num_samples=1),
+        run_config=tune.RunConfig(name="progress", storage_path=str(tmp_path / "tune"), verbose=0),
+    )
+    result = tuner.fit()[0]
+    assert result.error is None, result.error
+    history = result.metrics_dataframe
+    run = store.runs.list(kind="train", limit=1)[0]
+    steps = [m.step for m in store.runs.metrics(run.id)]
+    assert list(history["step"]) == steps and len(steps) >= 2  # one tune.report per progress step
+    assert history["valid_loss"].notna().all() and result.metrics["training_iteration"] == len(steps)
