@@ -11,6 +11,7 @@ from qmlops.cli._models import app as models_app
 from qmlops.cli._serve import deploy_app, serve_app
 from qmlops.cli._train import app as train_app
 from qmlops.cli._train import types_command
+from qmlops.cli._tune import app as tune_app
 
 __all__ = ["app", "main"]
 
@@ -27,6 +28,7 @@ app.add_typer(
 models_app.command("types")(handle_errors(types_command))
 app.add_typer(models_app, name="models", help="Model registry: versions, lifecycle, aliases, tags, search.")
 app.add_typer(train_app, name="train", help="Train any model type; follow runs and their live metrics.")
+app.add_typer(tune_app, name="tune", help="Hyperparameter and model-type search on Ray Tune (ASHA, Optuna).")
 app.add_typer(serve_app, name="serve", help="Run the Serve gateway and model servers; routing tables.")
 app.add_typer(
     deploy_app, name="deploy", help="Rollouts: immediate, blue-green, canary, rolling; gates and rollback."

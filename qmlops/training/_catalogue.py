@@ -232,7 +232,8 @@ CATALOGUE: dict[str, ModelType] = {
             "linear.LinearModel",
             "Linear regression: OLS, ridge, lasso or NNLS (Qlib)",
             defaults={"estimator": "ridge", "alpha": 1.0, "fit_intercept": True},
-            search_space={"estimator": _c("ols", "ridge", "lasso"), "alpha": _f(1e-4, 100.0, log=True)},
+            # "ols" takes no alpha (Qlib asserts it), so the search covers the regularised estimators
+            search_space={"estimator": _c("ridge", "lasso"), "alpha": _f(1e-4, 100.0, log=True)},
         ),
         ModelType(
             "mlp",

@@ -1,0 +1,390 @@
+"""AutoML on Ray Tune: the training engine as the trainable, Optuna samplers, ASHA or FIFO scheduling.
+
+Each trial trains one configuration through :func:`qmlops.training.train`; inside the trial every progress
+step (a boosting-round batch or an epoch) is a ``tune.report``, so ASHA can stop it early, while the engine's
+own early stopping still applies. The model type is a dimension of the search when several are given: the
+space is define-by-run (Optuna), so each type samples only its own parameters (conditional sub-spaces), and
+the recommender's first picks are evaluated first (``points_to_evaluate``).
+
+The tuning run is a ``runs`` row (kind ``tune``); its trials are ``trial`` rows with their per-step metrics;
+the best configuration is retrained and registered with lineage ``tuning_run -> training_run -> model
+version``. Tune's experiment directory under ``QMLOPS_HOME/tune/<run>`` makes ``resume`` possible.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qmlops.config import Settings, get_settings
+from qmlops.exceptions import ValidationError
+from qmlops.metadata import MetadataStore, RemoteMetadataStore, get_store
+from qmlops.training import TrainConfig, check_space, get_model_type
+
+__all__ = [
+    "TuneConfig",
+    "TuneResult",
+    "tune_models",
+    "resume_tuning",
+    "seed_points",
+    "SEARCHERS",
+    "SCHEDULERS",
+]
+
+Store = MetadataStore | RemoteMetadataStore
+SEARCHERS = ("tpe", "nsga2", "cmaes", "random")
+SCHEDULERS = ("asha", "fifo")
+
+
+@dataclass
+class TuneConfig:
+    model_types: list[str] = field(default_factory=lambda: ["lightgbm"])
+    dataset: str = "sp500"
+    feature_set: str = "alpha158"
+    num_samples: int = 16
+    searcher: str = "tpe"
+    scheduler: str = "asha"
+    metric: str = "valid_loss"
+    mode: str = "min"
+    objectives: list[str] | None = (
+        None  # multi-objective, e.g. ["valid_ic:max", "train_seconds:min"] (NSGA-II)
+    )
+    grace_period: int = 2
+    reduction_factor: float = 3.0
+    max_t: int = 200
+    max_concurrent: int = 2
+    cpus_per_trial: float = 1.0
+    gpus_per_trial: float = 0.0
+    time_budget_s: float | None = None
+    seed: int = 0
+    space_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # model type -> {param: spec}
+    fixed_params: dict[str, dict[str, Any]] = field(default_factory=dict)  # model type -> {param: value}
+    instruments: list[str] | None = None
+    step_len: int = 20
+    progress_every: int = 10
+    early_stopping: dict[str, Any] | str | None = None
+    register_as: str | None = None  # None -> "<feature_set>-tuned"; "" -> do not retrain/register the best
+    points_to_evaluate: list[dict[str, Any]] = field(default_factory=list)
+
+    def validate(self) -> TuneConfig:
+        if not self.model_types:
+            raise ValidationError("give at least one model type", field="model_types")
+        for name in self.model_types:
+            get_model_type(name)
+        if self.searcher not in SEARCHERS:
+            raise ValidationError(f"must be one of {', '.join(SEARCHERS)}", field="searcher")
+        if self.scheduler not in SCHEDULERS:
+            raise ValidationError(f"must be one of {', '.join(SCHEDULERS)}", field="scheduler")
+        if self.mode not in ("min", "max"):
+            raise ValidationError("mode must be min or max", field="mode")
+        if self.metric not in ("valid_loss", "valid_ic"):
+            raise ValidationError("metric must be valid_loss or valid_ic", field="metric")
+        if int(self.num_samples) < 1 or int(self.max_concurrent) < 1:
+            raise ValidationError("num_samples and max_concurrent must be >= 1", field="num_samples")
+        if self.objectives:
+            for obj in self.objectives:
+                name, _, mode = obj.partition(":")
+                if name not in ("valid_loss", "valid_ic", "train_seconds", "test_ic") or mode not in (
+                    "min",
+                    "max",
+                ):
+                    raise ValidationError(f"objective {obj!r}: use NAME:min|max with NAME in valid_loss, valid_ic, "
+                                          "train_seconds", field="objectives")  # fmt: skip
+            if self.scheduler == "asha":
+                raise ValidationError("multi-objective search needs the fifo scheduler (ASHA ranks one metric)",
+                                      field="scheduler")  # fmt: skip
+        for name, overrides in self.space_overrides.items():
+            if name not in self.model_types:
+                raise ValidationError(
+                    f"a space override for {name!r}, which is not searched", field="space_overrides"
+                )
+            check_space(overrides, get_model_type(name))
+        for name in self.model_types:
+            space = self.space(name)
+            if not space:
+                raise ValidationError(f"{name} has an empty search space", field="space_overrides")
+        return self
+
+    def space(self, name: str) -> dict[str, dict[str, Any]]:
+        mtype = get_model_type(name)
+        merged = {**mtype.search_space, **self.space_overrides.get(name, {})}
+        return check_space(merged, mtype)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class TuneResult:
+    run_id: str
+    trials: list[dict[str, Any]]
+    best: dict[str, Any]
+    pareto: list[dict[str, Any]]
+    model_version: dict[str, Any] | None
+    duration_seconds: float
+    storage_path: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _suggest(trial: Any, name: str, spec: Mapping[str, Any], prefix: str) -> Any:
+    key = f"{prefix}{name}"
+    if spec["type"] == "float":
+        return trial.suggest_float(key, spec["low"], spec["high"], log=bool(spec.get("log")))
+    if spec["type"] == "int":
+        return trial.suggest_int(key, int(spec["low"]), int(spec["high"]), log=bool(spec.get("log")))
+    return trial.suggest_categorical(key, list(spec["choices"]))
+
+
+class _DefineByRun:
+    """The conditional space (model type, then that type's parameters); a class so Tune can checkpoint it."""
+
+    def __init__(self, spaces: dict[str, dict[str, dict[str, Any]]]) -> None:
+        self.spaces = spaces
+
+    def __call__(self, trial: Any) -> dict[str, Any] | None:
+        spaces = self.spaces
+        name = (
+            trial.suggest_categorical("model_type", list(spaces)) if len(spaces) > 1 else next(iter(spaces))
+        )
+        out: dict[str, Any] = {"model_type": name}
+        for param, spec in spaces[name].items():
+            out[f"{name}.{param}"] = _suggest(trial, param, spec, f"{name}.")
+        return out
+
+
+def _define_by_run(config: TuneConfig) -> _DefineByRun:
+    return _DefineByRun({name: config.space(name) for name in config.model_types})
+
+
+def seed_points(config: TuneConfig, model_types: list[str]) -> list[dict[str, Any]]:
+    """Starting points for the search: each given type at its catalogue defaults (clipped into its space).
+
+    Used to evaluate the recommender's first picks before the sampler explores.
+    """
+    points = []
+    for name in model_types:
+        if name not in config.model_types:
+            continue
+        defaults = get_model_type(name).defaults
+        point: dict[str, Any] = {"model_type": name} if len(config.model_types) > 1 else {}
+        for param, spec in config.space(name).items():
+            if spec["type"] == "categorical":
+                value = defaults.get(param, spec["choices"][0])
+                value = value if value in spec["choices"] else spec["choices"][0]
+            else:
+                low, high = spec["low"], spec["high"]
+                value = min(max(defaults.get(param, (low + high) / 2), low), high)
+                value = int(round(value)) if spec["type"] == "int" else float(value)
+            point[f"{name}.{param}"] = value
+        points.append(point)
+    return points
+
+
+def _sampler(config: TuneConfig) -> Any:
+    import optuna
+
+    if config.searcher == "tpe":
+        return optuna.samplers.TPESampler(seed=config.seed, n_startup_trials=max(2, config.num_samples // 4))
+    if config.searcher == "nsga2":
+        return optuna.samplers.NSGAIISampler(
+            seed=config.seed, population_size=max(4, min(16, config.num_samples // 2))
+        )
+    if config.searcher == "cmaes":
+        return optuna.samplers.CmaEsSampler(seed=config.seed, warn_independent_sampling=False)
+    return optuna.samplers.RandomSampler(seed=config.seed)
+
+
+def _trial_params(
+    trial_config: Mapping[str, Any], fixed: Mapping[str, dict[str, Any]]
+) -> tuple[str, dict[str, Any]]:
+    name = str(trial_config["model_type"])
+    params = {k.split(".", 1)[1]: v for k, v in trial_config.items() if k.startswith(f"{name}.")}
+    return name, {**fixed.get(name, {}), **params}
+
+
+def _trainable(trial_config: dict[str, Any], *, base: dict[str, Any], store: Any, settings: Settings) -> None:
+    from ray import tune
+
+    from qmlops.training import train
+
+    name, params = _trial_params(trial_config, base["fixed_params"])
+    started = time.perf_counter()
+    result = train(
+        TrainConfig(name, dataset=base["dataset"], feature_set=base["feature_set"], params=params,
+                    instruments=base["instruments"], step_len=base["step_len"], early_stopping=base["early_stopping"],
+                    progress_every=base["progress_every"], register_as="", report=False),
+        store=store, settings=settings, parent_run_id=base["run_id"],
+    )  # fmt: skip
+    losses = [
+        s["valid_loss"]
+        for s in result.steps
+        if s.get("valid_loss") is not None and math.isfinite(s["valid_loss"])
+    ]
+    best = next(
+        (s for s in result.steps if s["step"] == result.best_step), result.steps[-1] if result.steps else {}
+    )
+    tune.report({
+        "step": (result.steps[-1]["step"] + 1) if result.steps else 0,
+        "valid_loss": min(losses) if losses else float("nan"),
+        "valid_ic": float(best.get("valid_ic") or float("nan")),
+        "train_seconds": time.perf_counter() - started,
+        "test_ic": result.evaluation.ic,
+        "trial_run_id": result.run_id,
+        "done": True,
+    })  # fmt: skip
+
+
+def _pareto(rows: list[dict[str, Any]], objectives: list[str]) -> list[dict[str, Any]]:
+    def key(row: dict[str, Any], obj: str) -> float:
+        name, _, mode = obj.partition(":")
+        value = row.get(name)
+        if value is None or not math.isfinite(float(value)):
+            return math.inf
+        return float(value) if mode == "min" else -float(value)
+
+    front = []
+    for a in rows:
+        ka = [key(a, o) for o in objectives]
+        dominated = any(all(key(b, o) <= x for o, x in zip(objectives, ka, strict=True))
+                        and any(key(b, o) < x for o, x in zip(objectives, ka, strict=True)) for b in rows if b is not a)  # fmt: skip
+        if not dominated and all(math.isfinite(x) for x in ka):
+            front.append(a)
+    return front
+
+
+def tune_models(config: TuneConfig, *, store: Store | None = None, settings: Settings | None = None,
+                run_id: str | None = None) -> TuneResult:  # fmt: skip
+    """Run the search (see the module docstring); needs a connected Ray."""
+    config.validate()
+    settings = settings or get_settings()
+    store = store or get_store(settings)
+    from qmlops.features import builtin_set
+
+    definition = builtin_set(config.feature_set)
+    dataset_rec = store.datasets.resolve(config.dataset)
+    mat = store.features.find(dataset_rec.id, definition.id)
+    if mat is None or mat.status != "complete":
+        raise ValidationError(f"feature set {definition.name} is not materialised for {dataset_rec.id}",
+                              field="feature_set")  # fmt: skip
+    run_id = run_id or "tune-" + uuid.uuid4().hex[:12]
+    storage = str(Path(settings.home) / "tune")
+    store.runs.start(run_id, "tune", name=f"tune {','.join(config.model_types)}", model_type=",".join(config.model_types),
+                     config={**config.to_dict(), "storage_path": storage, "dataset_id": dataset_rec.id},
+                     total_steps=config.num_samples)  # fmt: skip
+    store.lineage.add_node(run_id, "tuning_run", f"tuning {run_id}")
+    store.lineage.add_edge(
+        mat.id, run_id, "tuned_on", {"searcher": config.searcher, "scheduler": config.scheduler}
+    )
+    return _fit(config, store, settings, run_id, storage, restore=False)
+
+
+def resume_tuning(run_id: str, *, store: Store | None = None, settings: Settings | None = None) -> TuneResult:
+    """Continue an interrupted tuning run from Tune's experiment checkpoint; finished trials are not rerun."""
+    settings = settings or get_settings()
+    store = store or get_store(settings)
+    run = store.runs.get(run_id)
+    if run.kind != "tune":
+        raise ValidationError(f"{run_id} is a {run.kind} run, not a tuning run", field="run_id")
+    known = set(TuneConfig.__dataclass_fields__)
+    config = TuneConfig(**{k: v for k, v in run.config.items() if k in known})
+    return _fit(config, store, settings, run.id, str(run.config["storage_path"]), restore=True)
+
+
+def _fit(
+    config: TuneConfig, store: Store, settings: Settings, run_id: str, storage: str, *, restore: bool
+) -> TuneResult:
+    import os
+
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+    from ray.tune.search import ConcurrencyLimiter
+    from ray.tune.search.optuna import OptunaSearch
+
+    # save the experiment state at every step of Tune's loop (default: adaptively, ~every 10 s), so a driver
+    # killed after a trial finished does not lose that trial: resume reruns only trials that were in flight
+    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
+    started = time.perf_counter()
+    base = {"dataset": config.dataset, "feature_set": config.feature_set, "instruments": config.instruments,
+            "step_len": config.step_len, "early_stopping": config.early_stopping, "fixed_params": config.fixed_params,
+            "progress_every": config.progress_every, "run_id": run_id}  # fmt: skip
+    trainable = tune.with_resources(tune.with_parameters(_trainable, base=base, store=store, settings=settings),
+                                    {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})  # fmt: skip
+    if restore:
+        tuner = tune.Tuner.restore(
+            str(Path(storage) / run_id), trainable, resume_unfinished=True, restart_errored=True
+        )
+    else:
+        if config.objectives:
+            metric: Any = [o.partition(":")[0] for o in config.objectives]
+            mode: Any = [o.partition(":")[2] for o in config.objectives]
+        else:
+            metric, mode = config.metric, config.mode
+        searcher = OptunaSearch(space=_define_by_run(config), metric=metric, mode=mode, sampler=_sampler(config),
+                                points_to_evaluate=config.points_to_evaluate or None)  # fmt: skip
+        scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=config.max_t, grace_period=config.grace_period,
+                                   reduction_factor=config.reduction_factor, metric=config.metric, mode=config.mode)
+                     if config.scheduler == "asha" else FIFOScheduler())  # fmt: skip
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=config.max_concurrent),
+                                        scheduler=scheduler, num_samples=config.num_samples,
+                                        time_budget_s=config.time_budget_s),
+            run_config=tune.RunConfig(name=run_id, storage_path=storage, verbose=0),
+        )  # fmt: skip
+    try:
+        grid = tuner.fit()
+    except BaseException as exc:
+        store.runs.finish(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+        raise
+    trials: list[dict[str, Any]] = []
+    for i in range(len(grid)):
+        result = grid[i]
+        metrics = dict(result.metrics or {})
+        name, params = _trial_params(result.config or {}, config.fixed_params) if result.config else ("?", {})
+        trials.append({"model_type": name, "params": params, "valid_loss": metrics.get("valid_loss"),
+                       "valid_ic": metrics.get("valid_ic"), "train_seconds": metrics.get("train_seconds"),
+                       "test_ic": metrics.get("test_ic"), "iterations": metrics.get("training_iteration"),
+                       "stopped_early": not metrics.get("done", False), "trial_run_id": metrics.get("trial_run_id"),
+                       "error": str(result.error)[:300] if result.error else None})  # fmt: skip
+    ok = [
+        t
+        for t in trials
+        if t["error"] is None and t[config.metric] is not None and math.isfinite(float(t[config.metric]))
+    ]
+    if not ok:
+        store.runs.finish(run_id, status="failed", error="no trial produced the metric")
+        raise ValidationError("no trial finished with a value for the metric", field="metric")
+    sign = 1.0 if config.mode == "min" else -1.0
+    best = min(ok, key=lambda t: sign * float(t[config.metric]))
+    pareto = _pareto(ok, config.objectives) if config.objectives else []
+    model_version = None
+    if config.register_as != "":
+        model_version = _register_best(config, best, store, settings, run_id)
+    store.runs.finish(run_id, metrics={"best_" + config.metric: float(best[config.metric]), "trials": len(trials),
+                                       "stopped_early": sum(t["stopped_early"] for t in trials)},
+                      stop_reason=f"{len(trials)} trials", stopped_by="budget")  # fmt: skip
+    if model_version:
+        store.runs.attach(run_id, model_version=model_version["id"])
+    return TuneResult(run_id, trials, best, pareto, model_version, time.perf_counter() - started, storage)
+
+
+def _register_best(
+    config: TuneConfig, best: dict[str, Any], store: Store, settings: Settings, run_id: str
+) -> dict[str, Any]:
+    from qmlops.training import train
+
+    result = train(TrainConfig(best["model_type"], dataset=config.dataset, feature_set=config.feature_set,
+                               params=best["params"], instruments=config.instruments, step_len=config.step_len,
+                               early_stopping=config.early_stopping, progress_every=config.progress_every,
+                               register_as=config.register_as or f"{config.feature_set}-tuned"),
+                   store=store, settings=settings)  # fmt: skip
+    store.lineage.add_edge(run_id, result.run_id, "best_of", {"valid_metric": best.get(config.metric)})
+    assert result.model_version is not None
+    return result.model_version
