@@ -277,6 +277,7 @@ class _Progress:
         self.run_id, self.store, self.callback = run_id, store, callback
         self.tune = _in_tune_session()
         self.rows: list[dict[str, Any]] = []
+        self.started = time.perf_counter()
 
     def __call__(self, step: int, metrics: Mapping[str, Any]) -> None:
         row = {k: metrics.get(k) for k in ("train_loss", "valid_loss", "valid_ic", "best_step")}
@@ -291,9 +292,8 @@ class _Progress:
         if self.tune:
             from ray import tune
 
-            tune.report(
-                {"step": int(step), **{k: _num(row[k]) for k in ("train_loss", "valid_loss", "valid_ic")}}
-            )
+            metrics = {k: _num(row[k]) for k in ("train_loss", "valid_loss", "valid_ic")}
+            tune.report({"step": int(step), "train_seconds": time.perf_counter() - self.started, **metrics})
         for cb in [self.callback, *list(_SUBSCRIBERS.values())]:
             if cb is not None:
                 cb(self.run_id, int(step), dict(row))
@@ -307,6 +307,22 @@ def _num(value: Any) -> float | None:
 
 
 # ------------------------------------------------------------------------------------------------- engine
+_FRAME_CACHE: dict[str, pd.DataFrame] = {}
+
+
+def _load_frame(materialization: str, store: Store) -> pd.DataFrame:
+    """The materialisation's frame, kept for the next run in this process (Tune reuses trial actors, so a
+    search reads the feature store once per worker instead of once per trial). One entry: the newest."""
+    from qmlops.features import load_features
+
+    frame = _FRAME_CACHE.get(materialization)
+    if frame is None:
+        frame = load_features(materialization=materialization, store=store)
+        _FRAME_CACHE.clear()
+        _FRAME_CACHE[materialization] = frame
+    return frame
+
+
 def _prepare_frame(
     frame: pd.DataFrame, mtype: ModelType, train_seg: tuple[pd.Timestamp, pd.Timestamp]
 ) -> tuple[pd.DataFrame, np.ndarray | None, np.ndarray | None]:
@@ -427,7 +443,7 @@ def train(
 ) -> TrainResult:
     """Train, evaluate, report and register one model (see the module docstring). Raises ``QmlopsError`` for
     bad input before anything is recorded; a failure during training marks the run ``failed`` with the error."""
-    from qmlops.features import FeatureSetDefinition, builtin_set, load_features, min_history
+    from qmlops.features import FeatureSetDefinition, builtin_set, min_history
     from qmlops.training._compat import apply_compat, build_qlib_dataset, predict_segment
     from qmlops.training._torch_hooks import select_device
 
@@ -449,7 +465,7 @@ def train(
     run_id = run_id or "run-" + uuid.uuid4().hex[:16]
     started = time.perf_counter()
 
-    frame = load_features(materialization=mat.id, store=store)
+    frame = _load_frame(mat.id, store)
     if cfg.instruments:
         wanted = {str(i).upper() for i in cfg.instruments}
         frame = frame[frame.index.get_level_values("instrument").isin(wanted)]

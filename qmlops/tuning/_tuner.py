@@ -237,7 +237,7 @@ def _trainable(trial_config: dict[str, Any], *, base: dict[str, Any], store: Any
         "train_seconds": time.perf_counter() - started,
         "test_ic": result.evaluation.ic,
         "trial_run_id": result.run_id,
-        "done": True,
+        "trial_complete": True,  # Tune sets its own "done" on trials a scheduler stops, so not that name
     })  # fmt: skip
 
 
@@ -335,7 +335,7 @@ def _fit(
             trainable,
             tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=config.max_concurrent),
                                         scheduler=scheduler, num_samples=config.num_samples,
-                                        time_budget_s=config.time_budget_s),
+                                        time_budget_s=config.time_budget_s, reuse_actors=True),
             run_config=tune.RunConfig(name=run_id, storage_path=storage, verbose=0),
         )  # fmt: skip
     try:
@@ -351,7 +351,7 @@ def _fit(
         trials.append({"model_type": name, "params": params, "valid_loss": metrics.get("valid_loss"),
                        "valid_ic": metrics.get("valid_ic"), "train_seconds": metrics.get("train_seconds"),
                        "test_ic": metrics.get("test_ic"), "iterations": metrics.get("training_iteration"),
-                       "stopped_early": not metrics.get("done", False), "trial_run_id": metrics.get("trial_run_id"),
+                       "stopped_early": not metrics.get("trial_complete", False), "trial_run_id": metrics.get("trial_run_id"),
                        "error": str(result.error)[:300] if result.error else None})  # fmt: skip
     ok = [
         t

@@ -130,3 +130,34 @@ def test_killed_driver_resumes_without_rerunning_finished_trials(ray_home: Path,
     assert len(finished_after) == 5 and done_before <= {t.id for t in finished_after}
     assert {t["trial_run_id"] for t in result.trials} == {t.id for t in finished_after}
     assert store.runs.get(run_id).status == "finished"
+
+
+def test_nsga2_pareto_cmaes_and_the_cli(ray_home: Path, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from qmlops.cli import app
+
+    _dataset(tmp_path)
+    multi = tune_models(TuneConfig(model_types=["linear"], dataset="sub", num_samples=4, searcher="nsga2",
+                                   scheduler="fifo", objectives=["valid_ic:max", "train_seconds:min"],
+                                   register_as=""))  # fmt: skip
+    assert len(multi.trials) == 4 and multi.pareto
+    for a in multi.pareto:  # nothing in the front is dominated by another trial
+        assert not any(b["valid_ic"] >= a["valid_ic"] and b["train_seconds"] <= a["train_seconds"]
+                       and (b["valid_ic"], b["train_seconds"]) != (a["valid_ic"], a["train_seconds"])
+                       for b in multi.trials)  # fmt: skip
+    cma = tune_models(TuneConfig(model_types=["lightgbm"], dataset="sub", num_samples=3, searcher="cmaes",
+                                 scheduler="fifo", register_as="", early_stopping="patience=5",
+                                 fixed_params={"lightgbm": {"num_boost_round": 30}}))  # fmt: skip
+    assert len(cma.trials) == 3 and len({json.dumps(t["params"], sort_keys=True) for t in cma.trials}) == 3
+    runner = CliRunner()
+    status = json.loads(runner.invoke(app, ["tune", "status", cma.run_id, "--json"]).stdout)
+    assert status["kind"] == "tune" and len(status["trials"]) == 3
+    best = json.loads(runner.invoke(app, ["tune", "best", cma.run_id, "--json"]).stdout)
+    assert best["model_type"] == "lightgbm" and best["value"] == min(t["valid_loss"] for t in cma.trials)
+    bad = runner.invoke(
+        app, ["tune", "start", "--models", "lightgbm", "--dataset", "sub", "--searcher", "grid"]
+    )
+    assert bad.exit_code == 2 and "searcher" in bad.output
