@@ -1,7 +1,7 @@
 """``ray job submit --working-dir . -- python -m jobs.tune [options]``: a tuning run on the cluster.
 
     python -m jobs.tune --models lightgbm,xgboost,linear --trials 16 --scheduler asha --searcher tpe
-    python -m jobs.tune --resume tune-...        # continue an interrupted run from Tune's checkpoint
+    python -m jobs.tune --resume tune-...        # continue an interrupted run (finished trials kept)
 
 Prints the run summary (trials, best, registered model version) as JSON; bad input exits non-zero.
 """

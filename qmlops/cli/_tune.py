@@ -105,7 +105,7 @@ def start_command(
 @app.command("resume")
 @handle_errors
 def resume_command(run_id: str = typer.Argument(...), as_json: bool = JSON_OPTION) -> None:
-    """Continue an interrupted tuning run from Tune's checkpoint (finished trials are not rerun)."""
+    """Continue an interrupted tuning run from its stored trials (finished trials are not rerun)."""
     from qmlops.ray_utils import init_ray
     from qmlops.tuning import resume_tuning
 

@@ -8,7 +8,7 @@ the recommender's first picks are evaluated first (``points_to_evaluate``).
 
 The tuning run is a ``runs`` row (kind ``tune``); its trials are ``trial`` rows with their per-step metrics;
 the best configuration is retrained and registered with lineage ``tuning_run -> training_run -> model
-version``. Tune's experiment directory under ``QMLOPS_HOME/tune/<run>`` makes ``resume`` possible.
+version``. Those rows are also what ``resume`` continues from (see :func:`resume_tuning`).
 """
 
 from __future__ import annotations
@@ -282,11 +282,18 @@ def tune_models(config: TuneConfig, *, store: Store | None = None, settings: Set
     store.lineage.add_edge(
         mat.id, run_id, "tuned_on", {"searcher": config.searcher, "scheduler": config.scheduler}
     )
-    return _fit(config, store, settings, run_id, storage, restore=False)
+    return _fit(config, store, settings, run_id, storage)
 
 
 def resume_tuning(run_id: str, *, store: Store | None = None, settings: Settings | None = None) -> TuneResult:
-    """Continue an interrupted tuning run from Tune's experiment checkpoint; finished trials are not rerun."""
+    """Continue an interrupted tuning run: finished trials are kept (not rerun), the rest are searched.
+
+    The finished trials come from the metadata store (their parameters and best metric) and count towards the
+    run's trial budget and its best; trials that were in flight are recorded as interrupted and their budget is
+    searched again (a new Tune experiment, the sampler seeded afresh). (Restoring Tune's own searcher checkpoint
+    was measured to deadlock when the driver died between a trial's creation and the searcher's next save: the
+    restored concurrency limiter waits for a trial that no longer exists.)
+    """
     settings = settings or get_settings()
     store = store or get_store(settings)
     run = store.runs.get(run_id)
@@ -294,56 +301,81 @@ def resume_tuning(run_id: str, *, store: Store | None = None, settings: Settings
         raise ValidationError(f"{run_id} is a {run.kind} run, not a tuning run", field="run_id")
     known = set(TuneConfig.__dataclass_fields__)
     config = TuneConfig(**{k: v for k, v in run.config.items() if k in known})
-    return _fit(config, store, settings, run.id, str(run.config["storage_path"]), restore=True)
+    prior: list[dict[str, Any]] = []
+    for trial in store.runs.list(kind="trial", parent_id=run.id, limit=100_000):
+        if trial.status == "running":
+            store.runs.finish(trial.id, status="failed", error="interrupted: the tuning driver stopped")
+            continue
+        if trial.status != "finished":
+            continue
+        steps = store.runs.metrics(trial.id)
+        losses = [m.valid_loss for m in steps if m.valid_loss is not None]
+        best = next((m for m in steps if m.step == trial.best_step), steps[-1] if steps else None)
+        prior.append({"model_type": trial.model_type, "params": trial.params,
+                      "valid_loss": min(losses) if losses else None,
+                      "valid_ic": best.valid_ic if best is not None else None,
+                      "train_seconds": trial.duration_seconds, "test_ic": (trial.metrics or {}).get("ic"),
+                      "iterations": len(steps), "stopped_early": False, "trial_run_id": trial.id, "error": None})  # fmt: skip
+    remaining = max(0, int(config.num_samples) - len(prior))
+    return _fit(config, store, settings, run.id, str(run.config["storage_path"]), prior=prior,
+                num_samples=remaining, name=f"{run.id}-resume-{int(time.time())}")  # fmt: skip
 
 
 def _fit(
-    config: TuneConfig, store: Store, settings: Settings, run_id: str, storage: str, *, restore: bool
+    config: TuneConfig,
+    store: Store,
+    settings: Settings,
+    run_id: str,
+    storage: str,
+    *,
+    prior: list[dict[str, Any]] | None = None,
+    num_samples: int | None = None,
+    name: str | None = None,
 ) -> TuneResult:
-    import os
-
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
     from ray.tune.search import ConcurrencyLimiter
     from ray.tune.search.optuna import OptunaSearch
 
-    # save the experiment state at every step of Tune's loop (default: adaptively, ~every 10 s), so a driver
-    # killed after a trial finished does not lose that trial: resume reruns only trials that were in flight
-    os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "0")
     started = time.perf_counter()
+    prior = prior or []
+    samples = config.num_samples if num_samples is None else num_samples
     base = {"dataset": config.dataset, "feature_set": config.feature_set, "instruments": config.instruments,
             "step_len": config.step_len, "early_stopping": config.early_stopping, "fixed_params": config.fixed_params,
             "progress_every": config.progress_every, "run_id": run_id}  # fmt: skip
     trainable = tune.with_resources(tune.with_parameters(_trainable, base=base, store=store, settings=settings),
                                     {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})  # fmt: skip
-    if restore:
-        tuner = tune.Tuner.restore(
-            str(Path(storage) / run_id), trainable, resume_unfinished=True, restart_errored=True
-        )
+    if config.objectives:
+        metric: Any = [o.partition(":")[0] for o in config.objectives]
+        mode: Any = [o.partition(":")[2] for o in config.objectives]
     else:
-        if config.objectives:
-            metric: Any = [o.partition(":")[0] for o in config.objectives]
-            mode: Any = [o.partition(":")[2] for o in config.objectives]
-        else:
-            metric, mode = config.metric, config.mode
-        searcher = OptunaSearch(space=_define_by_run(config), metric=metric, mode=mode, sampler=_sampler(config),
-                                points_to_evaluate=config.points_to_evaluate or None)  # fmt: skip
-        scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=config.max_t, grace_period=config.grace_period,
-                                   reduction_factor=config.reduction_factor, metric=config.metric, mode=config.mode)
-                     if config.scheduler == "asha" else FIFOScheduler())  # fmt: skip
+        metric, mode = config.metric, config.mode
+    points = list(config.points_to_evaluate) if not prior else []
+    sampler_config = (
+        config if not prior else TuneConfig(**{**config.to_dict(), "seed": config.seed + len(prior)})
+    )
+    # (Ray's OptunaSearch refuses evaluated rewards with a define-by-run space, so a resumed search cannot hand
+    # the finished trials to the sampler; it searches the remaining budget with a shifted seed instead.)
+    searcher = OptunaSearch(space=_define_by_run(config), metric=metric, mode=mode, sampler=_sampler(sampler_config),
+                            points_to_evaluate=points or None)  # fmt: skip
+    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=config.max_t, grace_period=config.grace_period,
+                               reduction_factor=config.reduction_factor, metric=config.metric, mode=config.mode)
+                 if config.scheduler == "asha" else FIFOScheduler())  # fmt: skip
+    grid: Any = []
+    if samples > 0:
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=ConcurrencyLimiter(searcher, max_concurrent=config.max_concurrent),
-                                        scheduler=scheduler, num_samples=config.num_samples,
+                                        scheduler=scheduler, num_samples=samples,
                                         time_budget_s=config.time_budget_s, reuse_actors=True),
-            run_config=tune.RunConfig(name=run_id, storage_path=storage, verbose=0),
+            run_config=tune.RunConfig(name=name or run_id, storage_path=storage, verbose=0),
         )  # fmt: skip
-    try:
-        grid = tuner.fit()
-    except BaseException as exc:
-        store.runs.finish(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
-        raise
-    trials: list[dict[str, Any]] = []
+        try:
+            grid = tuner.fit()
+        except BaseException as exc:
+            store.runs.finish(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
+            raise
+    trials: list[dict[str, Any]] = list(prior)
     for i in range(len(grid)):
         result = grid[i]
         metrics = dict(result.metrics or {})
