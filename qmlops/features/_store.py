@@ -195,6 +195,38 @@ def load_features(
     return out
 
 
+def _pit_rows(
+    instruments: list[str],
+    as_of_date: str | pd.Timestamp,
+    store: Store | None,
+    dataset: str | None,
+    feature_set: str | FeatureSetDefinition,
+    materialization: str | None,
+    since: pd.Timedelta | None = None,
+) -> pd.DataFrame:
+    """Feature rows of ``instruments`` dated at or before the date (and after ``date - since``), sorted by
+    (instrument, datetime); the shared read of both point-in-time lookups. Labels are never read."""
+    if not instruments:
+        raise ValidationError("give at least one instrument", field="instruments")
+    try:
+        as_of = pd.Timestamp(as_of_date)
+    except (ValueError, TypeError):
+        raise ValidationError(f"not a date: {as_of_date!r}", field="date") from None
+    store = store or get_store()
+    rec, definition = _resolve(store, dataset, feature_set, materialization)
+    assert rec.uri is not None
+    fs, path = storage.resolve(rec.uri)
+    filters: list[Any] = [
+        ("instrument", "in", [str(i).upper() for i in instruments]),
+        ("datetime", "<=", as_of),
+    ]
+    if since is not None:
+        filters.append(("datetime", ">=", as_of - since))
+    table = pq.read_table(path, filesystem=fs, columns=["datetime", "instrument", *definition.feature_names()],
+                          filters=filters)  # fmt: skip
+    return table.to_pandas().sort_values(["instrument", "datetime"])
+
+
 def get_features(
     instruments: list[str],
     as_of_date: str | pd.Timestamp,
@@ -209,26 +241,10 @@ def get_features(
     No look-ahead: rows after the date are never read, and labels (which use future prices) are not returned.
     Instruments without a row by then are absent from the result (index: instrument; column ``datetime``).
     """
-    if not instruments:
-        raise ValidationError("give at least one instrument", field="instruments")
-    try:
-        as_of = pd.Timestamp(as_of_date)
-    except (ValueError, TypeError):
-        raise ValidationError(f"not a date: {as_of_date!r}", field="date") from None
-    store = store or get_store()
-    rec, definition = _resolve(store, dataset, feature_set, materialization)
-    assert rec.uri is not None
-    fs, path = storage.resolve(rec.uri)
-    names = [str(i).upper() for i in instruments]
-    table = pq.read_table(
-        path, filesystem=fs, columns=["datetime", "instrument", *definition.feature_names()],
-        filters=[("instrument", "in", names), ("datetime", "<=", as_of)],
-    )  # fmt: skip
-    frame = table.to_pandas()
+    frame = _pit_rows(instruments, as_of_date, store, dataset, feature_set, materialization)
     if frame.empty:
         return frame.set_index("instrument")
-    frame = frame.sort_values(["instrument", "datetime"]).groupby("instrument", sort=True).tail(1)
-    return frame.set_index("instrument")
+    return frame.groupby("instrument", sort=True).tail(1).set_index("instrument")
 
 
 def get_feature_windows(
@@ -248,25 +264,10 @@ def get_feature_windows(
     ``ffill+bfill`` fills the window's leading gap. Returns instrument -> (date of the last row, frame).
     Instruments without any row by then are absent.
     """
-    if not instruments:
-        raise ValidationError("give at least one instrument", field="instruments")
     if step_len < 1:
         raise ValidationError("step_len must be >= 1", field="step_len")
-    try:
-        as_of = pd.Timestamp(as_of_date)
-    except (ValueError, TypeError):
-        raise ValidationError(f"not a date: {as_of_date!r}", field="date") from None
-    store = store or get_store()
-    rec, definition = _resolve(store, dataset, feature_set, materialization)
-    assert rec.uri is not None
-    fs, path = storage.resolve(rec.uri)
-    lookback = as_of - pd.Timedelta(days=int(step_len * 1.6) + 14)
-    names = [str(i).upper() for i in instruments]
-    table = pq.read_table(
-        path, filesystem=fs, columns=["datetime", "instrument", *definition.feature_names()],
-        filters=[("instrument", "in", names), ("datetime", "<=", as_of), ("datetime", ">=", lookback)],
-    )  # fmt: skip
-    frame = table.to_pandas().sort_values(["instrument", "datetime"])
+    frame = _pit_rows(instruments, as_of_date, store, dataset, feature_set, materialization,
+                      since=pd.Timedelta(days=int(step_len * 1.6) + 14))  # fmt: skip
     out: dict[str, tuple[pd.Timestamp, pd.DataFrame]] = {}
     for inst, rows in frame.groupby("instrument", sort=True):
         window = rows.tail(step_len).set_index("datetime").drop(columns="instrument")

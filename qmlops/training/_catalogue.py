@@ -132,6 +132,14 @@ _FORMER_SPACE = {**_NN_COMMON, "d_model": _c(16, 32, 64), "nhead": _c(2, 4), "nu
 _TS = {"n_epochs": 20, "early_stop": 20, "lr": 1e-3, "batch_size": 1024, "seed": 0, "n_jobs": 0}
 _RNN = {**_TS, "hidden_size": 32, "num_layers": 1, "dropout": 0.0}
 
+
+def _sequence(name: str, model_class: str, description: str, *, defaults: Mapping[str, Any],
+              search_space: Mapping[str, Mapping[str, Any]]) -> ModelType:  # fmt: skip
+    """A day-window (``TSDatasetH``) torch model: feature count in ``d_feat``, budget in ``n_epochs``, CUDA optional."""
+    return ModelType(name, "sequence", model_class, description, defaults=defaults, search_space=search_space,
+                     data="ts", feature_param="d_feat", step_budget_param="n_epochs", gpu="optional")  # fmt: skip
+
+
 CATALOGUE: dict[str, ModelType] = {
     t.name: t
     for t in [
@@ -285,69 +293,43 @@ CATALOGUE: dict[str, ModelType] = {
             step_budget_param="n_epochs",
             gpu="optional",
         ),
-        ModelType(
+        _sequence(
             "gru",
-            "sequence",
             "pytorch_gru_ts.GRU",
             "GRU over a window of days (Qlib GRU, TSDatasetH)",
             defaults=_RNN,
             search_space=_RNN_SPACE,
-            data="ts",
-            feature_param="d_feat",
-            step_budget_param="n_epochs",
-            gpu="optional",
         ),
-        ModelType(
+        _sequence(
             "lstm",
-            "sequence",
             "pytorch_lstm_ts.LSTM",
             "LSTM over a window of days (Qlib LSTM, TSDatasetH)",
             defaults=_RNN,
             search_space=_RNN_SPACE,
-            data="ts",
-            feature_param="d_feat",
-            step_budget_param="n_epochs",
-            gpu="optional",
         ),
-        ModelType(
+        _sequence(
             "alstm",
-            "sequence",
             "pytorch_alstm_ts.ALSTM",
             "Attention LSTM (Qlib ALSTM, TSDatasetH)",
             defaults=_RNN,
             search_space=_RNN_SPACE,
-            data="ts",
-            feature_param="d_feat",
-            step_budget_param="n_epochs",
-            gpu="optional",
         ),
-        ModelType(
+        _sequence(
             "transformer",
-            "sequence",
             "pytorch_transformer_ts.TransformerModel",
             "Transformer encoder over a window of days (Qlib, TSDatasetH)",
             defaults={**_TS, "d_model": 32, "nhead": 2, "num_layers": 1, "dropout": 0.0},
             search_space=_FORMER_SPACE,
-            data="ts",
-            feature_param="d_feat",
-            step_budget_param="n_epochs",
-            gpu="optional",
         ),
-        ModelType(
+        _sequence(
             "localformer",
-            "sequence",
             "pytorch_localformer_ts.LocalformerModel",
             "Transformer with local convolution (Qlib Localformer, TSDatasetH)",
             defaults={**_TS, "d_model": 32, "nhead": 2, "num_layers": 1, "dropout": 0.0},
             search_space=_FORMER_SPACE,
-            data="ts",
-            feature_param="d_feat",
-            step_budget_param="n_epochs",
-            gpu="optional",
         ),
-        ModelType(
+        _sequence(
             "tcn",
-            "sequence",
             "pytorch_tcn_ts.TCN",
             "Temporal convolutional network (Qlib TCN, TSDatasetH)",
             defaults={**_TS, "n_chans": 32, "num_layers": 2, "kernel_size": 3, "dropout": 0.0},
@@ -357,34 +339,20 @@ CATALOGUE: dict[str, ModelType] = {
                 "num_layers": _i(1, 3),
                 "kernel_size": _i(2, 5),
             },
-            data="ts",
-            feature_param="d_feat",
-            step_budget_param="n_epochs",
-            gpu="optional",
         ),
-        ModelType(
+        _sequence(
             "gats",
-            "sequence",
             "pytorch_gats_ts.GATs",
             "Graph attention across the day's stocks over a GRU encoder (Qlib GATs, TSDatasetH; one day per batch)",
             defaults={k: v for k, v in {**_RNN, "base_model": "GRU"}.items() if k != "batch_size"},
             search_space={k: v for k, v in _RNN_SPACE.items() if k != "batch_size"},
-            data="ts",
-            feature_param="d_feat",
-            step_budget_param="n_epochs",
-            gpu="optional",
         ),
-        ModelType(
+        _sequence(
             "informer",
-            "sequence",
             "qmlops.training._informer.InformerModel",
             "Informer: ProbSparse self-attention with distilling (qmlops, Qlib Model API, TSDatasetH)",
             defaults={**_TS, "d_model": 32, "nhead": 2, "num_layers": 2, "d_ff": 64, "factor": 5},
             search_space={**_FORMER_SPACE, "factor": _i(2, 8)},
-            data="ts",
-            feature_param="d_feat",
-            step_budget_param="n_epochs",
-            gpu="optional",
         ),
         ModelType(
             "hist",
