@@ -3,7 +3,10 @@
 Every request is validated before any model runs; client errors are 4xx with ``{"error": {"field", "reason"}}``
 and never 5xx. Routing tables arrive through ``user_config`` (``reconfigure``), so a weight change applies
 without a redeploy and without dropping requests in flight. Per version the gateway keeps a bounded window of
-(time, latency, ok) that rollout gates read (``stats``); ``add_prediction_hook`` is where monitoring attaches.
+(time, latency, ok) that rollout gates read (``stats``). Monitoring (:class:`qmlops.monitoring.GatewayMonitor`)
+logs every answered prediction, feeds the drift windows and evaluates alert rules off the request path; its
+read endpoints are ``/v1/predictions``, ``/v1/metrics/models``, ``/v1/drift``, ``/v1/alerts`` (and the
+``/v1/ws/alerts`` WebSocket) and ``/v1/resources``.
 
 (No ``from __future__ import annotations`` here: FastAPI reads the route signatures' annotations at runtime.)
 """
@@ -21,7 +24,8 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from ray import serve
 
@@ -52,6 +56,13 @@ def _error(status: int, field: str | None, reason: str) -> JSONResponse:
 @api.exception_handler(ClientError)
 async def _client_error(request: Request, exc: ClientError) -> JSONResponse:
     return _error(exc.status, exc.field, exc.reason)
+
+
+@api.exception_handler(RequestValidationError)
+async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+    first = (exc.errors() or [{}])[0]
+    where = ".".join(str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body")) or None
+    return _error(422, where, str(first.get("msg", "invalid request")))
 
 
 @api.exception_handler(QmlopsError)
@@ -132,6 +143,8 @@ class Gateway:
         self.started = time.time()
         self._queues: dict[str, asyncio.Queue] = {}
         self._batchers: dict[str, asyncio.Task] = {}
+        self.monitor: Any = None
+        self.monitoring_options: dict[str, Any] | None = None
 
     # -- configuration ------------------------------------------------------------------------------------
     def reconfigure(self, config: dict[str, Any]) -> None:
@@ -142,6 +155,7 @@ class Gateway:
         self.revision = int(config.get("revision", 0))
         self.admin_digest = config.get("admin_token_sha256") or self.admin_digest
         self.admin_dev = bool(config.get("admin_dev", os.environ.get("QMLOPS_ADMIN_DEV", "") == "1"))
+        self._configure_monitoring(config.get("monitoring") or {})
         wanted = {e.model_version for t in tables.values() for e in t.entries}
         for model_id in wanted - set(self.ready):
             self.ready[model_id] = False
@@ -159,6 +173,26 @@ class Gateway:
             self.ready[model_id] = True
         except Exception:  # readyz reports it; the next request retries the load
             self.ready[model_id] = False
+
+    def _configure_monitoring(self, options: dict[str, Any]) -> None:
+        """(Re)start the replica's monitor when its options change; the old one flushes first."""
+        from qmlops.monitoring import GatewayMonitor
+
+        if options == self.monitoring_options and self.monitor is not None:
+            return
+        if self.monitor is not None:
+            self.monitor.close()
+        try:
+            replica = serve.get_replica_context().replica_id.unique_id
+        except Exception:  # outside a Serve replica (direct construction)
+            replica = uuid.uuid4().hex[:8]
+        self.monitor = GatewayMonitor(self.store, replica, self.settings.home, options)
+        self.monitoring_options = options
+
+    async def __del__(self) -> None:
+        """Serve calls this on a graceful replica shutdown: the prediction log is flushed to the last row."""
+        if self.monitor is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self.monitor.close)
 
     def add_prediction_hook(self, hook: Callable[[dict[str, Any]], None]) -> None:
         self.hooks.append(hook)
@@ -305,18 +339,25 @@ class Gateway:
         info = self._info(entry.model_version)
         rows, index = self._rows(body, info)
         ok = False
+        predictions: list[float] | None = None
         try:
             scores = await self._score(entry.model_version, rows)
+            predictions = [float(x) for x in np.asarray(scores).reshape(-1)]
             ok = True
         finally:
             latency = (time.perf_counter() - started) * 1000
             self._record(entry.model_version, latency, ok)
-        predictions = [float(x) for x in np.asarray(scores).reshape(-1)]
+            if self.monitor is not None:
+                self.monitor.record(request_id, name, entry.model_version, entry.version, entry.role, rows,
+                                    predictions, latency, "ok" if ok else "error")  # fmt: skip
+        assert predictions is not None
         response = {"request_id": request_id, "model": name, "version": entry.version,
                     "model_version": entry.model_version, "variant": entry.role, "predictions": predictions,
                     "prediction": predictions[0], "latency_ms": round(latency, 3)}  # fmt: skip
         if index is not None:
             response["rows"] = index
+        if len(predictions) > 1:  # the prediction log and /v1/feedback know each row as request_id/i
+            response["request_ids"] = [f"{request_id}/{i}" for i in range(len(predictions))]
         for hook in self.hooks:
             hook({**response, "inputs": rows, "ts": time.time(), "status": "ok"})
         return JSONResponse(response)
@@ -472,3 +513,88 @@ class Gateway:
         if action not in ("pause", "resume", "promote", "rollback"):
             raise ClientError(404, "action", "one of pause, resume, promote, rollback")
         return JSONResponse(await self._controller(action, rollout_id))
+
+    # -- monitoring ---------------------------------------------------------------------------------------
+    async def _off_loop(self, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(None, lambda: fn(*args, **kwargs))
+
+    @api.get("/v1/predictions")
+    async def predictions(
+        self, model: str | None = None, request_id: str | None = None, since_s: float | None = None,
+        status: str | None = None, limit: int = 100,
+    ) -> JSONResponse:  # fmt: skip
+        if since_s is not None and not (math.isfinite(since_s) and since_s > 0):
+            raise ClientError(422, "since_s", "must be a positive number of seconds")
+        rows = await self._off_loop(self.store.predictions.query, model_name=model, request_id=request_id,
+                                    since_s=since_s, status=status, limit=_limit(limit))  # fmt: skip
+        return JSONResponse({"predictions": rows})
+
+    @api.get("/v1/metrics/models")
+    async def model_metrics(self, window_s: float = 300.0, model: str | None = None) -> JSONResponse:
+        if not (math.isfinite(window_s) and 0 < window_s <= 30 * 86400):
+            raise ClientError(422, "window_s", "must be a number of seconds in (0, 30 days]")
+        rows = await self._off_loop(self.store.predictions.window_stats, window_s=window_s, model_name=model)
+        return JSONResponse({"window_s": window_s, "models": rows,
+                             "replica": self.monitor.status() if self.monitor else None})  # fmt: skip
+
+    @api.get("/v1/drift")
+    async def drift(
+        self, model: str | None = None, version: str | None = None, limit: int = 20, full: bool = False
+    ) -> JSONResponse:
+        rows = await self._off_loop(self.store.monitoring.drift, model_name=model, model_version=version,
+                                    limit=_limit(limit), full=full)  # fmt: skip
+        return JSONResponse({"reports": rows})
+
+    @api.post("/v1/admin/drift/evaluate")
+    async def evaluate_drift(self, request: Request) -> JSONResponse:
+        """Run this replica's drift tests now instead of waiting for the schedule."""
+        self._authorise(request)
+        reports = await self._off_loop(self.monitor.evaluate_drift_now) if self.monitor else []
+        return JSONResponse({"reports": [{k: r[k] for k in ("drift_share", "n_rows", "n_drifted", "n_tested")}
+                                         for r in reports]})  # fmt: skip
+
+    @api.get("/v1/alerts")
+    async def alerts(
+        self, source: str | None = None, subject: str | None = None, unacknowledged: bool = False,
+        limit: int = 100,
+    ) -> JSONResponse:  # fmt: skip
+        rows = await self._off_loop(self.store.monitoring.alerts, source=source, subject=subject,
+                                    unacknowledged=unacknowledged, limit=_limit(limit))  # fmt: skip
+        return JSONResponse({"alerts": rows})
+
+    @api.post("/v1/alerts/{alert_id}/ack")
+    async def acknowledge(self, alert_id: str, request: Request) -> JSONResponse:
+        self._authorise(request)
+        body = await _json_body(request) if await request.body() else {}
+        by = body.get("by", "admin")
+        if not isinstance(by, str) or not by or len(by) > 200:
+            raise ClientError(422, "by", "must be a non-empty name of at most 200 characters")
+        return JSONResponse(await self._off_loop(self.store.monitoring.acknowledge, alert_id, by))
+
+    @api.websocket("/v1/ws/alerts")
+    async def alert_stream(self, websocket: WebSocket) -> None:
+        """New alerts as JSON messages, as they are stored (whichever process fired them)."""
+        await websocket.accept()
+        since = (await self._off_loop(self.store.monitoring.alerts, limit=1) or [{"ts": None}])[0]["ts"]
+        try:
+            while True:
+                rows = await self._off_loop(self.store.monitoring.alerts, since=since, limit=100)
+                for alert in reversed(rows):
+                    await websocket.send_json(alert)
+                    since = alert["ts"]
+                await asyncio.sleep(0.5)
+        except (WebSocketDisconnect, RuntimeError):
+            return
+
+    @api.get("/v1/resources")
+    async def resources(self, node_id: str | None = None, limit: int = 100) -> JSONResponse:
+        if node_id is None:
+            return JSONResponse({"nodes": await self._off_loop(self.store.monitoring.latest_samples)})
+        rows = await self._off_loop(self.store.monitoring.samples, node_id=node_id, limit=_limit(limit))
+        return JSONResponse({"samples": rows})
+
+
+def _limit(value: int) -> int:
+    if not 1 <= value <= 1000:
+        raise ClientError(422, "limit", "must be 1..1000")
+    return value

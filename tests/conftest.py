@@ -19,6 +19,14 @@ RAY_NUM_CPUS = 2
 RAY_OBJECT_STORE_BYTES = 400 * 1024 * 1024
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 @pytest.fixture
 def tmp_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """A fresh QMLOPS_HOME with the metadata store opened locally in this process."""
@@ -39,10 +47,13 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
 
     session_home = tmp_path_factory.mktemp("ray-session-home")
     os.environ["QMLOPS_HOME"] = str(session_home)
+    # The dashboard serves the Jobs API (the job queue submits through it) and the metrics endpoint.
     ctx = init_ray(
         num_cpus=RAY_NUM_CPUS,
         object_store_memory=RAY_OBJECT_STORE_BYTES,
-        include_dashboard=False,
+        include_dashboard=True,
+        dashboard_host="127.0.0.1",
+        dashboard_port=_free_port(),
         log_to_driver=False,
     )
     yield ctx

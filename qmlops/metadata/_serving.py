@@ -163,8 +163,11 @@ class ServingRepository:
     def add_alert(self, severity: str, source: str, message: str, *, subject: str | None = None,
                   details: dict[str, Any] | None = None) -> str:  # fmt: skip
         alert_id = "al-" + uuid.uuid4().hex[:12]
-        self._db.execute("INSERT INTO alerts VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL)",
-                         [alert_id, utcnow(), severity, source, subject, message, dumps(details or {})])  # fmt: skip
+        now = utcnow()
+        self._db.execute("INSERT INTO alerts (id, ts, severity, source, subject, message, details, dedup_key, "
+                         "repeats, last_seen, deliveries) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, '[]')",
+                         [alert_id, now, severity, source, subject, message, dumps(details or {}),
+                          f"{source}|{subject or ''}|{alert_id}", now])  # fmt: skip
         return alert_id
 
     def alerts(

@@ -18,6 +18,7 @@ from qmlops.metadata._db import Database
 from qmlops.metadata._features import FeatureRepository
 from qmlops.metadata._lineage import LineageRepository
 from qmlops.metadata._models import ModelRepository
+from qmlops.metadata._monitoring import MonitoringRepository
 from qmlops.metadata._predictions import PredictionRepository
 from qmlops.metadata._runs import RunRepository
 from qmlops.metadata._serving import ServingRepository
@@ -33,6 +34,7 @@ REPOSITORIES: dict[str, type] = {
     "models": ModelRepository,
     "runs": RunRepository,
     "serving": ServingRepository,
+    "monitoring": MonitoringRepository,
 }
 
 
@@ -46,6 +48,7 @@ class MetadataStore:
     models: ModelRepository
     runs: RunRepository
     serving: ServingRepository
+    monitoring: MonitoringRepository
 
     def __init__(self, path: str) -> None:
         self.db = Database(path)
@@ -98,6 +101,7 @@ class RemoteMetadataStore:
     models: ModelRepository
     runs: RunRepository
     serving: ServingRepository
+    monitoring: MonitoringRepository
 
     def __init__(self, actor: Any, name: str) -> None:
         self.actor = actor

@@ -41,6 +41,8 @@ class ServeOptions:
     batch_wait_timeout_s: float = 0.002
     max_ongoing_requests: int = 64
     preload: tuple[str, ...] = field(default_factory=tuple)
+    # the gateway's inline monitoring (see qmlops.monitoring.GatewayMonitor): log, drift, metrics options
+    monitoring: dict[str, Any] = field(default_factory=dict)
 
     def validate(self) -> ServeOptions:
         if not 1 <= self.port <= 65535:
@@ -51,6 +53,11 @@ class ServeOptions:
         for name in ("gateway_cpus", "server_cpus", "batch_wait_timeout_s"):
             if float(getattr(self, name)) < 0:
                 raise ValidationError(f"{name} must be >= 0", field=name)
+        if not isinstance(self.monitoring, dict):
+            raise ValidationError("monitoring must be a mapping of options", field="monitoring")
+        from qmlops.monitoring import GatewayMonitor
+
+        GatewayMonitor.check_options(self.monitoring)
         if self.max_ongoing_requests < self.max_batch_size:
             raise ValidationError("max_ongoing_requests must be at least max_batch_size (or batches never fill)",
                                   field="max_ongoing_requests")  # fmt: skip
@@ -130,13 +137,14 @@ class ServeService:
         self.apply(options, wait=wait)
         return options
 
-    def user_config(self) -> dict[str, Any]:
+    def user_config(self, options: ServeOptions | None = None) -> dict[str, Any]:
         tables = self.store.serving.list_tables()
+        monitoring = (options or self.options()).monitoring
         self._revision = time.time_ns() // 1_000_000  # each apply is a new revision the gateway reports back
         return {"routes": tables, "revision": self._revision,
                 # only a digest of the admin token travels in the (dashboard-visible) user_config
                 "admin_token_sha256": _digest(os.environ.get("QMLOPS_ADMIN_TOKEN", "")),
-                "admin_dev": os.environ.get("QMLOPS_ADMIN_DEV", "") == "1"}  # fmt: skip
+                "admin_dev": os.environ.get("QMLOPS_ADMIN_DEV", "") == "1", "monitoring": monitoring}  # fmt: skip
 
     def apply(self, options: ServeOptions | None = None, *, wait: bool = True) -> None:
         """(Re)deploy from a Serve config (what ``serve deploy`` does) with the stored routing tables.
@@ -148,7 +156,7 @@ class ServeService:
         from ray.serve.schema import ServeDeploySchema
 
         options = options or self.options()
-        config = deploy_config(self.settings, options, self.user_config())
+        config = deploy_config(self.settings, options, self.user_config(options))
         client = _get_global_client()
         if client is None:
             raise ValidationError("Serve is not running: start it with `qmlops serve start`", field="serve")

@@ -525,6 +525,7 @@ def train(
         if cfg.register_as != "":
             result.model_version = _register(result, cfg, mtype, dataset, prepared, median, scale, step_len,
                                              store, settings, dataset_rec.id)  # fmt: skip
+            _store_reference(store, result.model_version["id"], frame, segments["train"], pred)
         result.duration_seconds = time.perf_counter() - started
         store.runs.finish(run_id, best_step=best_step, stop_reason=stop_reason, stopped_by=stopped_by,
                           metrics={k: float(v) for k, v in evaluation.to_dict().items()})  # fmt: skip
@@ -617,6 +618,20 @@ def _register(
         description=f"{mtype.description}; trained by run {result.run_id}", lineage_parents=[result.run_id],
     )  # fmt: skip
     return {"id": record.id, "name": record.name, "version": record.version, "flavor": record.flavor}
+
+
+def _store_reference(
+    store: Store, model_id: str, frame: pd.DataFrame, train: tuple[str, str], pred: pd.Series
+) -> None:
+    """The drift reference stored with the model version: per-feature statistics of the raw features over the
+    train segment, and those of the model's (out-of-sample) test-segment predictions."""
+    from qmlops.features._store import reference_stats
+
+    dates = frame.index.get_level_values("datetime")
+    features = frame["feature"][(dates >= pd.Timestamp(train[0])) & (dates <= pd.Timestamp(train[1]))]
+    stats = [s.to_dict() for s in reference_stats(features, list(features.columns))]
+    pred_stats = reference_stats(pred.to_frame("prediction"), ["prediction"])[0].to_dict()
+    store.monitoring.put_reference(model_id, "train_segment", stats, pred_stats)
 
 
 # ---------------------------------------------------------------------------------------------------- Ray

@@ -1,0 +1,205 @@
+"""The durable prediction log as a gateway replica writes it: buffered, appended in batches, loss counted.
+
+On the request path ``add`` appends a tuple to a list and bumps a counter: O(1), no serialisation. Every
+``flush_interval_s`` (or when the buffer reaches ``max_buffer`` rows) ``flush`` serialises the buffered rows
+and appends them in one call through the metadata client. A graceful shutdown flushes everything.
+
+Loss accounting. Each replica keeps two counters, *answered* and *flushed*, in a small memory-mapped file
+(``QMLOPS_HOME/run/predlog/<host>-<pid>-<replica>.cnt``). A write to a shared mapping lands in the kernel's
+page cache at once, so the counters survive a SIGKILL of the process. A later replica on the same host finds
+the files of processes that are gone and records ``answered - flushed`` as that replica's loss
+(``prediction_log_loss``), so what a kill cost is counted rather than guessed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import mmap
+import os
+import random
+import socket
+import struct
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qmlops.exceptions import ValidationError
+
+__all__ = ["PredictionLog", "LogOptions", "reconcile_losses"]
+
+log = logging.getLogger("qmlops.predlog")
+_COUNTER = struct.Struct("<qqq")  # pid, answered, flushed
+
+
+class LogOptions:
+    """``inputs``: ``"full"`` (every feature value) or ``"hash"`` (a digest, plus the full row for a
+    ``sample_share`` of requests). ``flush_interval_s`` bounds what a killed replica can lose."""
+
+    def __init__(self, *, enabled: bool = True, inputs: str = "full", sample_share: float = 0.0,
+                 flush_interval_s: float = 1.0, max_buffer: int = 5000) -> None:  # fmt: skip
+        if inputs not in ("full", "hash"):
+            raise ValidationError("monitoring.inputs must be 'full' or 'hash'", field="monitoring.inputs")
+        if not 0.0 <= float(sample_share) <= 1.0:
+            raise ValidationError(
+                "monitoring.sample_share must be in [0, 1]", field="monitoring.sample_share"
+            )
+        if float(flush_interval_s) <= 0 or int(max_buffer) < 1:
+            raise ValidationError("monitoring.flush_interval_s must be > 0 and max_buffer >= 1",
+                                  field="monitoring.flush_interval_s")  # fmt: skip
+        self.enabled, self.inputs, self.sample_share = bool(enabled), inputs, float(sample_share)
+        self.flush_interval_s, self.max_buffer = float(flush_interval_s), int(max_buffer)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> LogOptions:
+        data = dict(data or {})
+        keys = ("enabled", "inputs", "sample_share", "flush_interval_s", "max_buffer")
+        return cls(**{k: data[k] for k in keys if k in data})
+
+
+class _Counters:
+    def __init__(self, path: Path) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self.path = path
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            os.ftruncate(fd, _COUNTER.size)
+            self._map = mmap.mmap(fd, _COUNTER.size)
+        finally:
+            os.close(fd)
+        self.pid = os.getpid()
+        self.write(0, 0)
+
+    def write(self, answered: int, flushed: int) -> None:
+        _COUNTER.pack_into(self._map, 0, self.pid, answered, flushed)
+
+    def remove(self) -> None:
+        self._map.close()
+        self.path.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reconcile_losses(store: Any, directory: Path) -> list[dict[str, Any]]:
+    """Record the loss of every replica on this host whose process is gone; returns the records."""
+    host = socket.gethostname()
+    out = []
+    for path in sorted(directory.glob(f"{host}-*.cnt")) if directory.exists() else []:
+        try:
+            pid, answered, flushed = _COUNTER.unpack(path.read_bytes()[: _COUNTER.size])
+        except (OSError, struct.error):
+            continue
+        if pid == os.getpid() or _alive(pid):
+            continue
+        replica = path.stem.split("-", 2)[-1]
+        out.append(store.monitoring.record_loss(replica, answered, flushed))
+        path.unlink(missing_ok=True)
+    return out
+
+
+class PredictionLog:
+    """One replica's buffer of prediction rows."""
+
+    def __init__(self, store: Any, replica: str, directory: Path, options: LogOptions | None = None) -> None:
+        self.store = store
+        self.replica = replica
+        self.options = options or LogOptions()
+        self.directory = directory
+        self._buffer: list[tuple[Any, ...]] = []
+        self._lock = threading.Lock()
+        self._flush_lock = threading.Lock()
+        self.answered = 0
+        self.flushed = 0
+        self.failed_flushes = 0
+        self.seq = 0
+        self.last_flush = time.time()
+        self._counters = _Counters(directory / f"{socket.gethostname()}-{os.getpid()}-{replica}.cnt")
+
+    # -- request path -------------------------------------------------------------------------------------
+    def add(self, request_id: str, ts: float, model_name: str, model_id: str, version: int, variant: str,
+            rows: np.ndarray, outputs: list[float] | None, latency_ms: float, status: str) -> None:  # fmt: skip
+        """Buffer one log row per input row (``request_id`` gets ``/i`` for the i-th row of a batch request)."""
+        n = len(rows)
+        with self._lock:
+            for i in range(n):
+                self.seq += 1
+                rid = request_id if n == 1 else f"{request_id}/{i}"
+                out = outputs[i] if outputs is not None else None
+                self._buffer.append((rid, ts, model_name, model_id, version, variant, rows[i], out, latency_ms,
+                                     status, self.seq))  # fmt: skip
+            self.answered += n
+            self._counters.write(self.answered, self.flushed)
+
+    def due(self) -> bool:
+        return len(self._buffer) >= self.options.max_buffer or (
+            bool(self._buffer) and time.time() - self.last_flush >= self.options.flush_interval_s
+        )
+
+    # -- off the request path -----------------------------------------------------------------------------
+    def _serialise(self, items: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+        rows = []
+        full, share = self.options.inputs == "full", self.options.sample_share
+        for rid, ts, name, model_id, version, variant, x, out, latency, status, seq in items:
+            values = np.asarray(x, dtype=np.float64)
+            keep = full or (share > 0 and random.random() < share)
+            rows.append({"request_id": rid, "ts": datetime.fromtimestamp(ts, UTC).replace(tzinfo=None),
+                         "model_name": name, "model_version": version, "variant": variant,
+                         "inputs": json.dumps([None if not np.isfinite(v) else float(v) for v in values])
+                         if keep else None,
+                         "input_hash": hashlib.blake2b(values.tobytes(), digest_size=12).hexdigest(),
+                         "output": out, "latency_ms": latency, "status": status, "model_id": model_id,
+                         "replica": self.replica, "seq": seq})  # fmt: skip
+        return rows
+
+    def flush(self) -> int:
+        """Append the buffer in one call; on failure the rows go back to the front of the buffer."""
+        with self._flush_lock:
+            with self._lock:
+                items, self._buffer = self._buffer, []
+            self.last_flush = time.time()
+            if not items:
+                return 0
+            try:
+                self.store.predictions.append(self._serialise(items))
+            except Exception:
+                self.failed_flushes += 1
+                log.exception("prediction log flush of %d rows failed; kept for the next flush", len(items))
+                with self._lock:
+                    self._buffer[:0] = items
+                return 0
+            with self._lock:
+                self.flushed += len(items)
+                self._counters.write(self.answered, self.flushed)
+            return len(items)
+
+    async def run(self) -> None:
+        """The flush loop (a task on the replica's event loop); flushing itself runs in a worker thread."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(min(0.1, self.options.flush_interval_s / 4))
+            if self.due():
+                await loop.run_in_executor(None, self.flush)
+
+    def close(self) -> None:
+        """Graceful shutdown: flush everything; the counter file goes (nothing was lost)."""
+        self.flush()
+        if self.answered == self.flushed:
+            self._counters.remove()
+
+    def status(self) -> dict[str, Any]:
+        return {"replica": self.replica, "answered": self.answered, "flushed": self.flushed,
+                "buffered": len(self._buffer), "failed_flushes": self.failed_flushes}  # fmt: skip
