@@ -52,12 +52,24 @@ def main() -> None:
                               "fixed_params": {"lightgbm": {"num_boost_round": args.rounds, "num_threads": 1}},
                               "max_t": args.rounds // 10, "grace_period": 3, "reduction_factor": 3}  # fmt: skip
     rows: dict[str, dict[str, Any]] = {}
+    print(f"LightGBM on {ds.id} (all instruments, Alpha158), {args.trials} trials, up to {args.rounds} rounds, "
+          "2 at a time on 2 CPUs, TPE seed 7")  # fmt: skip
+    print(f"{'setup':<44}{'wall s':>9}{'best valid MSE':>16}{'stopped early':>15}")
+
+    def show(name: str) -> None:
+        r = rows[name]
+        print(f"{name:<44}{r['seconds']:>9.1f}{r['best']:>16.6f}{r['stopped']:>9}/{r['trials']}", flush=True)
+
     for scheduler in ("fifo", "asha"):
         t0 = time.perf_counter()
         result = tune_models(TuneConfig(scheduler=scheduler, **common))
         rows[f"Ray Tune + Optuna TPE, {scheduler.upper()}"] = {
             "seconds": time.perf_counter() - t0, "best": result.best["valid_loss"],
             "stopped": sum(t["stopped_early"] for t in result.trials), "trials": len(result.trials)}  # fmt: skip
+        show(f"Ray Tune + Optuna TPE, {scheduler.upper()}")
+    fifo, asha = rows["Ray Tune + Optuna TPE, FIFO"], rows["Ray Tune + Optuna TPE, ASHA"]
+    print(f"ASHA vs FIFO: {fifo['seconds'] / asha['seconds']:.2f}x less wall time (goal >= 3x), best metric "
+          f"{(asha['best'] - fifo['best']) / fifo['best']:+.2%} (goal within 2%)", flush=True)  # fmt: skip
 
     # standalone Optuna: the same TPE seed and space, HyperbandPruner on the same per-10-round reports
     space = TuneConfig(**common).space("lightgbm")
@@ -105,15 +117,7 @@ def main() -> None:
     rows["standalone Optuna TPE + HyperbandPruner"] = {
         "seconds": time.perf_counter() - t0, "best": study.best_value if done else float("nan"),
         "stopped": sum(t.state == optuna.trial.TrialState.PRUNED for t in study.trials), "trials": len(study.trials)}  # fmt: skip
-
-    print(f"LightGBM on {ds.id} (all instruments, Alpha158), {args.trials} trials, up to {args.rounds} rounds, "
-          "2 at a time on 2 CPUs, TPE seed 7")  # fmt: skip
-    print(f"{'setup':<44}{'wall s':>9}{'best valid MSE':>16}{'stopped early':>15}")
-    for name, r in rows.items():
-        print(f"{name:<44}{r['seconds']:>9.1f}{r['best']:>16.6f}{r['stopped']:>9}/{r['trials']}")
-    fifo, asha = rows["Ray Tune + Optuna TPE, FIFO"], rows["Ray Tune + Optuna TPE, ASHA"]
-    print(f"ASHA vs FIFO: {fifo['seconds'] / asha['seconds']:.2f}x less wall time (goal >= 3x), best metric "
-          f"{(asha['best'] - fifo['best']) / fifo['best']:+.2%} (goal within 2%)")  # fmt: skip
+    show("standalone Optuna TPE + HyperbandPruner")
 
     # the recommender's first pick in a short combined search
     candidates = ["lightgbm", "xgboost", "linear", "mlp"]

@@ -107,6 +107,12 @@ def _number(value: Any, field: str) -> float:
     return float(value)
 
 
+def _limit(value: int) -> int:
+    if not 1 <= value <= 1000:
+        raise ClientError(422, "limit", "must be 1..1000")
+    return value
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
@@ -178,16 +184,19 @@ class Gateway:
         """(Re)start the replica's monitor when its options change; the old one flushes first."""
         from qmlops.monitoring import GatewayMonitor
 
-        if options == self.monitoring_options and self.monitor is not None:
+        if options == self.monitoring_options:
             return
         if self.monitor is not None:
             self.monitor.close()
+            self.monitor = None
+        self.monitoring_options = options
+        if options.get("enabled", True) is False:
+            return
         try:
             replica = serve.get_replica_context().replica_id.unique_id
         except Exception:  # outside a Serve replica (direct construction)
             replica = uuid.uuid4().hex[:8]
         self.monitor = GatewayMonitor(self.store, replica, self.settings.home, options)
-        self.monitoring_options = options
 
     async def __del__(self) -> None:
         """Serve calls this on a graceful replica shutdown: the prediction log is flushed to the last row."""
@@ -220,7 +229,7 @@ class Gateway:
             errors = sum(1 for r in rows if not r[2])
             out[model_id] = {"requests": len(rows), "errors": errors,
                              "error_rate": errors / len(rows) if rows else None,
-                             "p50_ms": _percentile(lat, 50), "p95_ms": _percentile(lat, 95), "p99_ms": _percentile(lat, 99)}  # fmt: skip
+                             "ok_requests": len(lat), **{f"p{q}_ms": _percentile(lat, q) for q in (50, 75, 90, 95, 99)}}  # fmt: skip
         return out
 
     def routing_revision(self) -> int:
@@ -592,9 +601,3 @@ class Gateway:
             return JSONResponse({"nodes": await self._off_loop(self.store.monitoring.latest_samples)})
         rows = await self._off_loop(self.store.monitoring.samples, node_id=node_id, limit=_limit(limit))
         return JSONResponse({"samples": rows})
-
-
-def _limit(value: int) -> int:
-    if not 1 <= value <= 1000:
-        raise ClientError(422, "limit", "must be 1..1000")
-    return value

@@ -8,6 +8,7 @@ from qmlops.cli._common import handle_errors
 from qmlops.cli._data import app as data_app
 from qmlops.cli._features import app as features_app
 from qmlops.cli._models import app as models_app
+from qmlops.cli._monitor import alerts_app, jobs_app, monitor_app, resources_command
 from qmlops.cli._serve import deploy_app, serve_app
 from qmlops.cli._train import app as train_app
 from qmlops.cli._train import types_command
@@ -33,6 +34,12 @@ app.add_typer(serve_app, name="serve", help="Run the Serve gateway and model ser
 app.add_typer(
     deploy_app, name="deploy", help="Rollouts: immediate, blue-green, canary, rolling; gates and rollback."
 )
+app.add_typer(
+    monitor_app, name="monitor", help="Prediction log, per-version metrics, drift reports, log losses."
+)
+app.add_typer(alerts_app, name="alerts", help="Alert history and acknowledgement; rules and channels.")
+app.add_typer(jobs_app, name="jobs", help="Job queue over Ray Jobs: submit with resources and priority.")
+app.command("resources")(resources_command)
 
 
 def main() -> None:

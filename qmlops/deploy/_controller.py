@@ -14,9 +14,14 @@ Strategies (``options`` in brackets, defaults after ``=``):
   ``rollback`` is instant.
 - ``canary``: validate, then weights ``steps=[5, 25, 50, 100]`` for the new version, each held for
   ``dwell_seconds=30``; between steps the gates compare the new version with the stable one over the step's
-  window: error rate (new - stable <= ``max_error_rate_delta=0.02``), p99 latency ratio (<= ``max_latency_ratio=1.5``),
-  with at least ``min_requests=20`` requests to the new version (waiting up to ``max_wait_seconds=300``); drift
-  and online accuracy gates join when monitoring provides them.
+  window: error rate (new - stable <= ``max_error_rate_delta=0.02``), p99 latency ratio (<= ``max_latency_ratio=1.5``;
+  on a short window p99 is its maximum, so the ratio is taken at the highest percentile with at least 3 answers
+  above it in both windows: p99 from 300 answers, p95 from 60, p90 from 30, p75 from 12), with at least
+  ``min_requests=20`` requests to the new version (waiting up to ``max_wait_seconds=300``); drift and online
+  accuracy gates join when monitoring provides them: the window's figures come from the prediction
+  log (all gateway replicas); a drift report on the new version within the window must show a drift share of
+  at most ``max_drift_share=0.5``, and with ``min_labels=30`` feedback labels on both versions the new one's
+  online IC may trail the stable one's by at most ``max_ic_drop=0.05``.
 - ``rolling``: validate, roll the model server's replicas to preload the new version (Serve's rolling update,
   each new replica passing its health check), then move traffic in ``batches=4`` equal steps, health-checking
   after each.
@@ -54,7 +59,8 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     "blue_green": {"health_requests": 5, "perf_requests": 200, "perf_concurrency": 4, "max_p99_ms": 1000.0,
                    "max_error_rate": 0.0},
     "canary": {"steps": [5, 25, 50, 100], "dwell_seconds": 30.0, "max_error_rate_delta": 0.02,
-               "max_latency_ratio": 1.5, "min_requests": 20, "max_wait_seconds": 300.0, "health_requests": 5},
+               "max_latency_ratio": 1.5, "min_requests": 20, "max_wait_seconds": 300.0, "health_requests": 5,
+               "max_drift_share": 0.5, "min_labels": 30, "max_ic_drop": 0.05},
     "rolling": {"batches": 4, "health_requests": 5},
 }  # fmt: skip
 
@@ -220,8 +226,9 @@ class RolloutController:
         elapsed = time.time() - started
         if elapsed < float(opts["dwell_seconds"]):
             return self.store.serving.update_rollout(r["id"])  # still dwelling; the heartbeat moves
-        stats = self.service.stats(since=started)
+        stats = self._window_stats(started, [new_id, old_id])
         gates = self._canary_gates(stats.get(new_id), stats.get(old_id), opts)
+        self._monitoring_gates(gates, new_id, old_id, started, stats, opts)
         if gates["verdict"] == "wait":
             if elapsed < float(opts["max_wait_seconds"]):
                 return self.store.serving.update_rollout(r["id"])
@@ -242,6 +249,47 @@ class RolloutController:
         self._set_weights(r, {new_id: (weight, "canary"), old_id: (100.0 - weight, "stable")})
         return self._advance(r, step + 1, f"canary at {weight:g}%")
 
+    def _window_stats(self, since: float, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The step window's figures per version: from the prediction log (every gateway replica's answers, with
+        online accuracy) when monitoring logs, else from the gateway replica's own window."""
+        monitoring = self.service.options().monitoring or {}
+        if monitoring.get("enabled", True) and (monitoring.get("log") or {}).get("enabled", True):
+            return dict(self.store.predictions.version_stats(since, [i for i in ids if i]))
+        return self.service.stats(since=since)
+
+    def _monitoring_gates(
+        self,
+        gates: dict[str, Any],
+        new_id: str,
+        old_id: str | None,
+        since: float,
+        stats: dict[str, Any],
+        opts: dict[str, Any],
+    ) -> None:
+        """Drift and online-accuracy gates, when monitoring has a verdict for the step's window."""
+        if gates.get("verdict") == "wait":
+            return
+        from datetime import UTC, datetime
+
+        reports = self.store.monitoring.drift(model_version=new_id, limit=1)
+        if (
+            reports
+            and datetime.fromisoformat(reports[0]["ts"].removesuffix("Z")).replace(tzinfo=UTC).timestamp()
+            >= since
+        ):
+            share, limit = float(reports[0]["drift_share"]), float(opts.get("max_drift_share", 0.5))
+            gates["gates"].append({"name": "drift_share", "ok": share <= limit, "new": share,
+                                   "reason": f"drift share {share:.0%} of features (allowed {limit:.0%})"})  # fmt: skip
+        new, old = stats.get(new_id) or {}, stats.get(old_id or "") or {}
+        need = int(opts.get("min_labels", 30))
+        if new.get("labelled", 0) >= need and old.get("labelled", 0) >= need and new.get("ic") is not None \
+                and old.get("ic") is not None:  # fmt: skip
+            drop, limit = float(old["ic"]) - float(new["ic"]), float(opts.get("max_ic_drop", 0.05))
+            gates["gates"].append({"name": "online_ic", "ok": drop <= limit, "new": new["ic"], "stable": old["ic"],
+                                   "reason": f"online IC {new['ic']:.3f} vs stable {old['ic']:.3f} "
+                                             f"(allowed drop {limit:g})"})  # fmt: skip
+        gates["verdict"] = "pass" if all(g["ok"] for g in gates["gates"]) else "fail"
+
     def _canary_gates(
         self, new: dict[str, Any] | None, old: dict[str, Any] | None, opts: dict[str, Any]
     ) -> dict[str, Any]:
@@ -257,11 +305,22 @@ class RolloutController:
                              "reason": f"error rate {new_rate:.1%} vs stable {old_rate:.1%} (allowed +"
                                        f"{float(opts['max_error_rate_delta']):.1%})"})  # fmt: skip
         if new.get("p99_ms") is not None and old.get("p99_ms"):
-            ratio = float(new["p99_ms"]) / float(old["p99_ms"])
+            # p99 of a short window is its maximum: one GC pause decides it. Compare the highest percentile
+            # with at least 3 answers above it in both windows (p99 from 300 answers on, p75 at 15).
+            n = min(
+                int(new.get("ok_requests", new["requests"])), int(old.get("ok_requests", old["requests"]))
+            )
+            q = next((q for q in (99, 95, 90, 75) if n * (100 - q) / 100 >= 3 and new.get(f"p{q}_ms")), 50)
+            new_ms, old_ms = (
+                float(new.get(f"p{q}_ms") or new["p99_ms"]),
+                float(old.get(f"p{q}_ms") or old["p99_ms"]),
+            )
+            ratio = new_ms / old_ms if old_ms > 0 else float("inf")
             out["gates"].append({"name": "p99_latency_ratio", "ok": ratio <= float(opts["max_latency_ratio"]),
-                                 "new": new["p99_ms"], "stable": old["p99_ms"], "ratio": ratio,
-                                 "reason": f"p99 latency {new['p99_ms']:.1f} ms vs stable {old['p99_ms']:.1f} ms: "
-                                           f"ratio {ratio:.2f} (allowed {float(opts['max_latency_ratio']):g})"})  # fmt: skip
+                                 "new": new_ms, "stable": old_ms, "ratio": ratio, "percentile": q,
+                                 "reason": f"p99 latency gate (compared at p{q}, {n} answers): {new_ms:.1f} ms vs "
+                                           f"stable {old_ms:.1f} ms: ratio {ratio:.2f} "
+                                           f"(allowed {float(opts['max_latency_ratio']):g})"})  # fmt: skip
         elif new.get("p99_ms") is None:
             out["gates"].append(
                 {

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
@@ -131,6 +131,38 @@ class PredictionRepository:
                      "throughput_rps": n / window_s, "window_s": window_s}  # fmt: skip
             item |= online_accuracy(pairs.get((r["model_id"], r["variant"]), []))
             out.append(item)
+        return out
+
+    def version_stats(self, since_epoch: float, model_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Per registry version id since a UNIX time: the fields rollout gates compare (requests, errors,
+        error_rate, ok_requests, p50..p99 latency of answered requests) and online accuracy from feedback."""
+        if not model_ids:
+            return {}
+        since = datetime.fromtimestamp(float(since_epoch), UTC).replace(tzinfo=None)
+        marks = ", ".join("?" for _ in model_ids)
+        rows = self._db.query(
+            f"""SELECT model_id, count(*) AS requests, count(*) FILTER (WHERE status <> 'ok') AS errors,
+                       {", ".join(f"quantile_cont(latency_ms, {q / 100}) FILTER (WHERE status = 'ok') AS p{q}_ms"
+                                  for q in (50, 75, 90, 95, 99))}
+                FROM predictions WHERE ts > ? AND model_id IN ({marks}) GROUP BY model_id""",
+            [since, *model_ids],
+        )  # fmt: skip
+        labelled = self._db.query(
+            f"""SELECT p.model_id, p.output, f.value FROM predictions p
+                JOIN (SELECT request_id, last(value ORDER BY ts) AS value FROM feedback GROUP BY request_id) f
+                USING (request_id)
+                WHERE p.ts > ? AND p.model_id IN ({marks}) AND p.status = 'ok' AND p.output IS NOT NULL""",
+            [since, *model_ids],
+        )  # fmt: skip
+        pairs: dict[str, list[tuple[float, float]]] = {}
+        for r in labelled:
+            pairs.setdefault(r["model_id"], []).append((float(r["output"]), float(r["value"])))
+        out = {}
+        for r in rows:
+            n, errors = int(r["requests"]), int(r["errors"])
+            out[r["model_id"]] = {"requests": n, "errors": errors, "error_rate": errors / n if n else None,
+                                  "ok_requests": n - errors, **{f"p{q}_ms": r[f"p{q}_ms"] for q in (50, 75, 90, 95, 99)},
+                                  **online_accuracy(pairs.get(r["model_id"], []))}  # fmt: skip
         return out
 
 

@@ -9,7 +9,8 @@ the window aggregates of the shared log (all replicas) to evaluate latency, erro
 
 Options (the gateway's ``user_config["monitoring"]``, every key optional)::
 
-    {"log": {"enabled": true, "inputs": "full" | "hash", "sample_share": 0.0, "flush_interval_s": 1.0},
+    {"enabled": true,  # false: no monitor at all in the replica (the benchmark's baseline)
+     "log": {"enabled": true, "inputs": "full" | "hash", "sample_share": 0.0, "flush_interval_s": 1.0},
      "drift": {"enabled": true, "window": 10000, "every_rows": 1000, "every_s": 30, "min_rows": 200,
                "alpha": 0.05, "correction": "bh"},
      "metrics_every_s": 15, "metrics_window_s": 300}
@@ -125,7 +126,7 @@ class GatewayMonitor:
     @staticmethod
     def check_options(options: dict[str, Any]) -> tuple[LogOptions, dict[str, Any]]:
         """Validated (log options, drift options); a ``ValidationError`` names the bad key."""
-        unknown = sorted(set(options) - {"log", "drift", "metrics_every_s", "metrics_window_s"})
+        unknown = sorted(set(options) - {"enabled", "log", "drift", "metrics_every_s", "metrics_window_s"})
         if unknown:
             raise ValidationError(
                 f"unknown monitoring option {unknown[0]!r}", field=f"monitoring.{unknown[0]}"

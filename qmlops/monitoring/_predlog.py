@@ -5,7 +5,7 @@ On the request path ``add`` appends a tuple to a list and bumps a counter: O(1),
 and appends them in one call through the metadata client. A graceful shutdown flushes everything.
 
 Loss accounting. Each replica keeps two counters, *answered* and *flushed*, in a small memory-mapped file
-(``QMLOPS_HOME/run/predlog/<host>-<pid>-<replica>.cnt``). A write to a shared mapping lands in the kernel's
+(``QMLOPS_HOME/run/predlog/<host>__<pid>__<replica>.cnt``). A write to a shared mapping lands in the kernel's
 page cache at once, so the counters survive a SIGKILL of the process. A later replica on the same host finds
 the files of processes that are gone and records ``answered - flushed`` as that replica's loss
 (``prediction_log_loss``), so what a kill cost is counted rather than guessed.
@@ -98,14 +98,14 @@ def reconcile_losses(store: Any, directory: Path) -> list[dict[str, Any]]:
     """Record the loss of every replica on this host whose process is gone; returns the records."""
     host = socket.gethostname()
     out = []
-    for path in sorted(directory.glob(f"{host}-*.cnt")) if directory.exists() else []:
+    for path in sorted(directory.glob(f"{host}__*.cnt")) if directory.exists() else []:
         try:
             pid, answered, flushed = _COUNTER.unpack(path.read_bytes()[: _COUNTER.size])
         except (OSError, struct.error):
             continue
         if pid == os.getpid() or _alive(pid):
             continue
-        replica = path.stem.split("-", 2)[-1]
+        replica = path.stem.split("__", 2)[-1]
         out.append(store.monitoring.record_loss(replica, answered, flushed))
         path.unlink(missing_ok=True)
     return out
@@ -127,7 +127,7 @@ class PredictionLog:
         self.failed_flushes = 0
         self.seq = 0
         self.last_flush = time.time()
-        self._counters = _Counters(directory / f"{socket.gethostname()}-{os.getpid()}-{replica}.cnt")
+        self._counters = _Counters(directory / f"{socket.gethostname()}__{os.getpid()}__{replica}.cnt")
 
     # -- request path -------------------------------------------------------------------------------------
     def add(self, request_id: str, ts: float, model_name: str, model_id: str, version: int, variant: str,
@@ -201,5 +201,5 @@ class PredictionLog:
             self._counters.remove()
 
     def status(self) -> dict[str, Any]:
-        return {"replica": self.replica, "answered": self.answered, "flushed": self.flushed,
+        return {"replica": self.replica, "pid": os.getpid(), "answered": self.answered, "flushed": self.flushed,
                 "buffered": len(self._buffer), "failed_flushes": self.failed_flushes}  # fmt: skip

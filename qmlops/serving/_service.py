@@ -132,7 +132,10 @@ class ServeService:
         from ray import serve
 
         options = (options or self.options()).validate()
+        from qmlops.monitoring import install_defaults
+
         serve.start(http_options={"host": options.host, "port": options.port})
+        install_defaults(self.store)  # drift, latency, error-rate, accuracy and resource rules
         self._save(options)
         self.apply(options, wait=wait)
         return options

@@ -197,9 +197,14 @@ def qlib_fit_context() -> Iterator[dict[str, Any]]:
     from qlib.workflow import R
 
     apply_compat()
-    with tempfile.TemporaryDirectory(prefix="qmlops-fit-") as tmp:
+    # Qlib's recorder (R) is one global: two threads of one process fitting at once would both start a run.
+    # Fits that need it take turns; the tree models' observed fits do not log through R and skip this context.
+    with _RECORDER_LOCK, tempfile.TemporaryDirectory(prefix="qmlops-fit-") as tmp:
         with R.start(experiment_name="qmlops", recorder_name=uuid.uuid4().hex):
             yield {"save_path": os.path.join(tmp, "checkpoint.bin")}
+
+
+_RECORDER_LOCK = threading.RLock()
 
 
 # ---------------------------------------------------------------------------------------------------- data

@@ -346,18 +346,18 @@ def _fit(
     config: TrainConfig,
 ) -> tuple[int | None, str, str, list[dict[str, Any]]]:
     """Fit with the stopper observing every step. Returns (best_step, stop_reason, stopped_by, steps)."""
-    from qmlops.training._compat import qlib_fit_context
+    from qmlops.training._compat import apply_compat, qlib_fit_context
     from qmlops.training._gbdt import RoundMonitor
     from qmlops.training._torch_hooks import fit_with_hooks
 
     if mtype.family == "tree":
         budget = int(params.get("num_boost_round", 1000))
         monitor = RoundMonitor(stopper, progress, progress_every=config.progress_every, budget=budget)
-        with qlib_fit_context():
-            if mtype.name == "lightgbm":
-                model.fit_observed(dataset, monitor)
-            else:
-                model.fit_observed(dataset, monitor, num_boost_round=budget)
+        apply_compat()  # the observed fits replace Qlib's callbacks and do not log through its recorder
+        if mtype.name == "lightgbm":
+            model.fit_observed(dataset, monitor)
+        else:
+            model.fit_observed(dataset, monitor, num_boost_round=budget)
         return monitor.best_step, monitor.stop_reason, monitor.stopped_by, monitor.steps
     if mtype.family == "linear":
         from qmlops.training._compat import mean_daily_ic, predict_segment

@@ -212,8 +212,11 @@ def _trial_params(
 def _trainable(trial_config: dict[str, Any], *, base: dict[str, Any], store: Any, settings: Settings) -> None:
     from ray import tune
 
-    from qmlops.training import train
+    from qmlops.training import _gbdt, train
 
+    _gbdt.REUSE_LGB_DATASETS = (
+        True  # trials share data, not parameters: bin the LightGBM data once per worker
+    )
     name, params = _trial_params(trial_config, base["fixed_params"])
     started = time.perf_counter()
     result = train(

@@ -166,3 +166,38 @@ def test_job_queue_admits_by_priority_within_resource_limits(ray_home: Path) -> 
     assert jobs["dropped"]["state"] == "cancelled" and jobs["dropped"]["admitted_at"] is None
     assert "job mid done" in queue.logs(mid["id"])
     assert {high_a["id"], high_b["id"], low["id"]} <= {j["id"] for j in queue.list_jobs(["succeeded"])}
+
+
+def test_cli_rules_channels_alerts_and_monitor(tmp_home: Path, tmp_path: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from qmlops.cli import app
+
+    runner = CliRunner()
+    rules = runner.invoke(app, ["alerts", "rules", "--defaults", "--json"])
+    assert rules.exit_code == 0 and "drift-share" in {r["name"] for r in json.loads(rules.stdout)}
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: hook\nkind: webhook\nconfig: {url: 'ftp://example'}\n")
+    refused = runner.invoke(app, ["alerts", "channels", "--set", str(bad)])
+    assert refused.exit_code == 2 and "config.url" in refused.output
+    store = get_store()
+    assert store.monitoring.channels() == []  # nothing stored from a refused file
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps([{"name": "mail", "kind": "email", "config": {"host": "127.0.0.1", "from": "a@b",
+                                 "to": "c@d", "password": "hunter2"}}]))  # fmt: skip
+    listed = runner.invoke(app, ["alerts", "channels", "--set", str(good), "--json"])
+    assert listed.exit_code == 0 and json.loads(listed.stdout)[0]["config"]["password"] == "***"
+    store.monitoring.delete_channel("mail")
+    fired = AlertManager(store, refresh_s=0).evaluate("performance", "m v1", {"error_rate": 0.9})
+    assert [a["rule"] for a in fired] == ["error-rate"]
+    shown = json.loads(runner.invoke(app, ["alerts", "list", "--open", "--json"]).stdout)
+    assert [a["id"] for a in shown] == [fired[0]["id"]]
+    acked = runner.invoke(app, ["alerts", "ack", fired[0]["id"], "--by", "me", "--json"])
+    assert acked.exit_code == 0 and json.loads(acked.stdout)["acknowledged_by"] == "me"
+    assert json.loads(runner.invoke(app, ["alerts", "list", "--open", "--json"]).stdout) == []
+    missing = runner.invoke(app, ["alerts", "ack", "al-nope"])
+    assert missing.exit_code != 0 and "al-nope" in missing.output
+    assert json.loads(runner.invoke(app, ["monitor", "models", "--json"]).stdout) == []
+    assert runner.invoke(app, ["monitor", "models", "--window", "0"]).exit_code == 2
