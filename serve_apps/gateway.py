@@ -31,6 +31,7 @@ from ray import serve
 
 from qmlops.config import Settings
 from qmlops.exceptions import QmlopsError
+from qmlops.serving._routing import RouteEntry
 
 __all__ = ["Gateway", "api", "MAX_BODY_BYTES", "MAX_ROWS"]
 
@@ -151,6 +152,7 @@ class Gateway:
         self._batchers: dict[str, asyncio.Task] = {}
         self.monitor: Any = None
         self.monitoring_options: dict[str, Any] | None = None
+        self.experiments: list[dict[str, Any]] = []
 
     # -- configuration ------------------------------------------------------------------------------------
     def reconfigure(self, config: dict[str, Any]) -> None:
@@ -162,6 +164,7 @@ class Gateway:
         self.admin_digest = config.get("admin_token_sha256") or self.admin_digest
         self.admin_dev = bool(config.get("admin_dev", os.environ.get("QMLOPS_ADMIN_DEV", "") == "1"))
         self._configure_monitoring(config.get("monitoring") or {})
+        self.experiments = list(config.get("experiments") or [])
         wanted = {e.model_version for t in tables.values() for e in t.entries}
         for model_id in wanted - set(self.ready):
             self.ready[model_id] = False
@@ -202,6 +205,20 @@ class Gateway:
         """Serve calls this on a graceful replica shutdown: the prediction log is flushed to the last row."""
         if self.monitor is not None:
             await asyncio.get_running_loop().run_in_executor(None, self.monitor.close)
+
+    def _experiment_route(self, name: str, key: Any, attributes: dict[str, Any] | None) -> Any:
+        if key is None or not self.experiments:
+            return None
+        from qmlops.experiments import route_experiment
+
+        return route_experiment(self.experiments, name, str(key), attributes)
+
+    def _expose(self, experiment_id: str, unit: str, variant: str, request_id: str) -> None:
+        if self.monitor is not None:
+            self.monitor.expose(experiment_id, unit, variant, request_id)
+        else:  # monitoring off: exposures are still the experiment's denominator
+            asyncio.get_running_loop().run_in_executor(None, self.store.experiments.add_exposures,
+                                                       [(experiment_id, unit, variant, request_id, time.time())])  # fmt: skip
 
     def add_prediction_hook(self, hook: Callable[[dict[str, Any]], None]) -> None:
         self.hooks.append(hook)
@@ -323,11 +340,30 @@ class Gateway:
             "routes": [t.to_dict() | {"salt": None} for t in self.tables.values()],
         }
 
-    @api.post("/v1/predict")
-    async def predict(self, request: Request) -> JSONResponse:
+    @api.post("/v1/explain")
+    async def explain(self, request: Request) -> JSONResponse:
+        """SHAP contributions for the same inputs as /v1/predict (the version the request would be routed to)."""
         body = await _json_body(request)
-        started = time.perf_counter()
-        request_id = str(body.get("request_id") or uuid.uuid4().hex)
+        top = body.pop("top", 10)
+        if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= 1000:
+            raise ClientError(422, "top", "must be an integer 1..1000")
+        name, key, entry, label, _ = self._resolve(body)
+        info = self._info(entry.model_version)
+        rows, index = self._rows(body, info)
+        if len(rows) > 50:
+            raise ClientError(413, "rows", "explain at most 50 rows per request")
+        handle = self.model_server.options(multiplexed_model_id=entry.model_version)
+        explanations = await handle.explain.remote(rows, top)
+        out = {"model": name, "version": entry.version, "model_version": entry.model_version,
+               "variant": label, "explanations": explanations}  # fmt: skip
+        if index is not None:
+            out["rows"] = index
+        return JSONResponse(out)
+
+    def _resolve(self, body: dict[str, Any]) -> tuple[str, Any, Any, str, Any]:
+        """(model name, sticky key, route entry, variant label, experiment or None) for a predict/explain body.
+
+        The label is the routing role (stable, canary, ...) or, inside an experiment, the variant's name."""
         name = body.get("model")
         if not isinstance(name, str) or not name:
             raise ClientError(422, "model", "required: the model name")
@@ -336,15 +372,37 @@ class Gateway:
             raise ClientError(
                 404, "model", f"model {name!r} is not deployed; deployed: {sorted(self.tables)}"
             )
-        key = body.get(table.sticky_field) or request.headers.get("x-user-id")
+        key = body.get(table.sticky_field)
         if key is not None and not isinstance(key, str | int):
             raise ClientError(422, table.sticky_field, "must be a string or an integer")
+        attributes = body.get("attributes")
+        if attributes is not None and not isinstance(attributes, dict):
+            raise ClientError(
+                422, "attributes", "must be an object of request attributes (experiment targeting)"
+            )
+        experiment = None
         if body.get("version") is not None:
             entry = table.entry_for(body["version"])
             if entry is None:
                 raise ClientError(404, "version", f"version {body['version']!r} of {name} is not deployed")
         else:
-            entry = table.route(str(key) if key is not None else None)
+            hit = self._experiment_route(name, key, attributes)
+            if hit is not None:
+                experiment, variant = hit
+                entry = RouteEntry(variant["model_version"], variant["version"], 0.0, "variant")
+                return name, key, entry, variant["name"], experiment
+            else:
+                entry = table.route(str(key) if key is not None else None)
+        return name, key, entry, entry.role, experiment
+
+    @api.post("/v1/predict")
+    async def predict(self, request: Request) -> JSONResponse:
+        body = await _json_body(request)
+        started = time.perf_counter()
+        request_id = str(body.get("request_id") or uuid.uuid4().hex)
+        if "x-user-id" in request.headers and body.get("model") in self.tables:
+            body.setdefault(self.tables[body["model"]].sticky_field, request.headers["x-user-id"])
+        name, key, entry, label, experiment = self._resolve(body)
         info = self._info(entry.model_version)
         rows, index = self._rows(body, info)
         ok = False
@@ -357,14 +415,17 @@ class Gateway:
             latency = (time.perf_counter() - started) * 1000
             self._record(entry.model_version, latency, ok)
             if self.monitor is not None:
-                self.monitor.record(request_id, name, entry.model_version, entry.version, entry.role, rows,
+                self.monitor.record(request_id, name, entry.model_version, entry.version, label, rows,
                                     predictions, latency, "ok" if ok else "error")  # fmt: skip
         assert predictions is not None
         response = {"request_id": request_id, "model": name, "version": entry.version,
-                    "model_version": entry.model_version, "variant": entry.role, "predictions": predictions,
+                    "model_version": entry.model_version, "variant": label, "predictions": predictions,
                     "prediction": predictions[0], "latency_ms": round(latency, 3)}  # fmt: skip
         if index is not None:
             response["rows"] = index
+        if experiment is not None:
+            response["experiment"] = experiment["id"]
+            self._expose(experiment["id"], str(key), label, request_id)
         if len(predictions) > 1:  # the prediction log and /v1/feedback know each row as request_id/i
             response["request_ids"] = [f"{request_id}/{i}" for i in range(len(predictions))]
         for hook in self.hooks:
@@ -376,7 +437,7 @@ class Gateway:
     ) -> tuple[np.ndarray, list[dict[str, str]] | None]:
         """Rows in the version's signature order, from features by name or from {instrument(s), date}."""
         allowed = {"model", "version", "request_id", "features", "rows", "instrument", "instruments", "date",
-                   self.tables[info.name].sticky_field}  # fmt: skip
+                   "attributes", self.tables[info.name].sticky_field}  # fmt: skip
         extra = sorted(set(body) - allowed)
         if extra:
             raise ClientError(422, extra[0], f"unknown field; allowed: {sorted(allowed)}")
@@ -601,3 +662,29 @@ class Gateway:
             return JSONResponse({"nodes": await self._off_loop(self.store.monitoring.latest_samples)})
         rows = await self._off_loop(self.store.monitoring.samples, node_id=node_id, limit=_limit(limit))
         return JSONResponse({"samples": rows})
+
+    # -- experiments --------------------------------------------------------------------------------------
+    @api.post("/v1/events")
+    async def events(self, request: Request) -> JSONResponse:
+        """Business events for experiments: one ``{experiment, user_id, event, value, ts?}`` or ``{"events": [...]}``."""
+        from qmlops.experiments import ExperimentService
+
+        body = await _json_body(request)
+        items = body.get("events") if "events" in body else [body]
+        if "events" in body and set(body) != {"events"}:
+            raise ClientError(422, sorted(set(body) - {"events"})[0], "unknown field next to events")
+        accepted = await self._off_loop(ExperimentService(self.store, self.settings).record_events, items)
+        return JSONResponse(status_code=202, content={"accepted": accepted})
+
+    @api.get("/v1/experiments")
+    async def list_experiments(self, state: str | None = None) -> JSONResponse:
+        return JSONResponse({"experiments": await self._off_loop(self.store.experiments.list, state=state)})
+
+    @api.get("/v1/experiments/{experiment}/results")
+    async def experiment_results(self, experiment: str, alpha: float = 0.05) -> JSONResponse:
+        from qmlops.experiments import ExperimentService
+
+        if not 0 < alpha < 1:
+            raise ClientError(422, "alpha", "must lie in (0, 1)")
+        service = ExperimentService(self.store, self.settings)
+        return JSONResponse(await self._off_loop(service.results, experiment, alpha=alpha))

@@ -35,6 +35,7 @@ class ModelServer:
         self.predict_batch.set_max_batch_size(max_batch_size)  # type: ignore[attr-defined]
         self.predict_batch.set_batch_wait_timeout_s(batch_wait_timeout_s)  # type: ignore[attr-defined]
         self._preloaded: dict[str, Any] = {}
+        self._explainers: dict[str, Any] = {}
         for model_id in self.preload:  # fail the replica's start (and so a rolling update) on a bad version
             self._preloaded[model_id] = self._load(model_id)
 
@@ -78,6 +79,21 @@ class ModelServer:
         model_id = serve.get_multiplexed_model_id()
         model = await self.get_model(model_id)
         return {"model_version": model_id, "features": len(model.signature.feature_names)}
+
+    async def explain(self, rows: np.ndarray, top: int = 10) -> list[dict[str, Any]]:
+        """SHAP of ``rows`` for the request's multiplexed model (explainer built once per version, off the loop)."""
+        model_id = serve.get_multiplexed_model_id()
+        loop = asyncio.get_running_loop()
+        if model_id not in self._explainers:
+            from qmlops.explain import ModelExplainer
+
+            record = self.registry.store.models.get(model_id)
+            self._explainers[model_id] = await loop.run_in_executor(
+                None, ModelExplainer, self.registry, record.name, model_id
+            )
+        explainer = self._explainers[model_id]
+        explanation = await loop.run_in_executor(None, explainer.explain, rows)
+        return [explanation.row(i, top=top) | {"method": explanation.method} for i in range(len(rows))]
 
     def loaded(self) -> list[str]:
         return sorted(self.loaded_at)

@@ -6,6 +6,7 @@ import typer
 
 from qmlops.cli._common import handle_errors
 from qmlops.cli._data import app as data_app
+from qmlops.cli._experiments import experiments_app, explain_command
 from qmlops.cli._features import app as features_app
 from qmlops.cli._models import app as models_app
 from qmlops.cli._monitor import alerts_app, jobs_app, monitor_app, resources_command
@@ -40,6 +41,10 @@ app.add_typer(
 app.add_typer(alerts_app, name="alerts", help="Alert history and acknowledgement; rules and channels.")
 app.add_typer(jobs_app, name="jobs", help="Job queue over Ray Jobs: submit with resources and priority.")
 app.command("resources")(resources_command)
+app.add_typer(
+    experiments_app, name="experiments", help="A/B experiments over served versions: create, start, results."
+)
+app.command("explain")(explain_command)
 
 
 def main() -> None:

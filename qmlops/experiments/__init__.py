@@ -1,4 +1,5 @@
-"""Experiments: A/B statistics as pure functions.
+"""Experiments: the service (create/start/stop, gateway assignment, exposures, events, results, report) and the
+A/B statistics under it as pure functions.
 
 Fixed-horizon tests (Welch's t, two-proportion z / chi-square, Mann-Whitney U, delta-method ratio z), lift with
 confidence intervals (analytic, delta method, seeded percentile bootstrap), sample ratio mismatch, Holm's
@@ -9,6 +10,7 @@ the false positive rate at alpha under continuous peeking.
 from qmlops.experiments._analysis import METRIC_TESTS, MetricResult, analyze_experiment, analyze_metric
 from qmlops.experiments._assignment import BUCKETS, ExperimentSlot, Layer, assign_variant, bucket_of
 from qmlops.experiments._sequential import always_valid_p_value, msprt_lambda, msprt_p_values
+from qmlops.experiments._service import ExperimentService, gateway_experiments, route_experiment
 from qmlops.experiments._stats import (
     SRMResult,
     TestResult,
@@ -29,6 +31,9 @@ from qmlops.experiments._stats import (
 )
 
 __all__ = [
+    "ExperimentService",
+    "gateway_experiments",
+    "route_experiment",
     "BUCKETS",
     "ExperimentSlot",
     "Layer",

@@ -15,6 +15,7 @@ from qmlops.config import Settings, get_settings
 from qmlops.exceptions import ValidationError
 from qmlops.metadata._datasets import DatasetRepository
 from qmlops.metadata._db import Database
+from qmlops.metadata._experiments import ExperimentRepository
 from qmlops.metadata._features import FeatureRepository
 from qmlops.metadata._lineage import LineageRepository
 from qmlops.metadata._models import ModelRepository
@@ -35,6 +36,7 @@ REPOSITORIES: dict[str, type] = {
     "runs": RunRepository,
     "serving": ServingRepository,
     "monitoring": MonitoringRepository,
+    "experiments": ExperimentRepository,
 }
 
 
@@ -49,6 +51,7 @@ class MetadataStore:
     runs: RunRepository
     serving: ServingRepository
     monitoring: MonitoringRepository
+    experiments: ExperimentRepository
 
     def __init__(self, path: str) -> None:
         self.db = Database(path)
@@ -102,6 +105,7 @@ class RemoteMetadataStore:
     runs: RunRepository
     serving: ServingRepository
     monitoring: MonitoringRepository
+    experiments: ExperimentRepository
 
     def __init__(self, actor: Any, name: str) -> None:
         self.actor = actor

@@ -158,6 +158,9 @@ class GatewayMonitor:
         self._pending: collections.deque[tuple[str, str, np.ndarray, list[float]]] = collections.deque(
             maxlen=100_000
         )
+        self._exposures: collections.deque[tuple[str, str, str, str, float]] = collections.deque(
+            maxlen=1_000_000
+        )
         self._stop = threading.Event()
         self._lock = threading.Lock()  # the drift windows: the monitor thread and on-demand evaluation
         self._last_metrics = time.time()
@@ -176,6 +179,22 @@ class GatewayMonitor:
             self._pending.append((name, model_id, rows, outputs))
         self.metrics.record(name, version, variant, status, latency_ms, len(rows))
 
+    def expose(self, experiment_id: str, unit: str, variant: str, request_id: str) -> None:
+        """An experiment exposure (the request path: an append; the monitor thread stores them in batches)."""
+        self._exposures.append((experiment_id, unit, variant, request_id, time.time()))
+
+    def _flush_exposures(self) -> int:
+        batch: list[tuple[str, str, str, str, float]] = []
+        while self._exposures and len(batch) < 10_000:
+            batch.append(self._exposures.popleft())
+        if batch:
+            try:
+                self.store.experiments.add_exposures(batch)
+            except Exception:
+                self._exposures.extendleft(reversed(batch))
+                raise
+        return len(batch)
+
     # -- background ---------------------------------------------------------------------------------------
     def _loop(self) -> None:
         while not self._stop.wait(0.05):
@@ -188,6 +207,7 @@ class GatewayMonitor:
     def step(self, *, force_drift: bool = False) -> None:
         if self.log.due():
             self.log.flush()
+            self._flush_exposures()
         with self._lock:
             self._drift_step(force_drift)
         if time.time() - self._last_metrics >= self.metrics_every_s:
@@ -285,3 +305,4 @@ class GatewayMonitor:
         self._stop.set()
         self._thread.join(timeout=10)
         self.log.close()
+        self._flush_exposures()

@@ -141,13 +141,16 @@ class ServeService:
         return options
 
     def user_config(self, options: ServeOptions | None = None) -> dict[str, Any]:
+        from qmlops.experiments import gateway_experiments
+
         tables = self.store.serving.list_tables()
         monitoring = (options or self.options()).monitoring
         self._revision = time.time_ns() // 1_000_000  # each apply is a new revision the gateway reports back
         return {"routes": tables, "revision": self._revision,
                 # only a digest of the admin token travels in the (dashboard-visible) user_config
                 "admin_token_sha256": _digest(os.environ.get("QMLOPS_ADMIN_TOKEN", "")),
-                "admin_dev": os.environ.get("QMLOPS_ADMIN_DEV", "") == "1", "monitoring": monitoring}  # fmt: skip
+                "admin_dev": os.environ.get("QMLOPS_ADMIN_DEV", "") == "1", "monitoring": monitoring,
+                "experiments": gateway_experiments(self.store)}  # fmt: skip
 
     def apply(self, options: ServeOptions | None = None, *, wait: bool = True) -> None:
         """(Re)deploy from a Serve config (what ``serve deploy`` does) with the stored routing tables.
