@@ -186,3 +186,41 @@ def explain_command(
     console.print(f"prediction {result['prediction']:.6g} = base {result['base_value']:.6g} + contributions "
                   f"({explainer.method}; additivity error {result['additivity_error']:.1e})")  # fmt: skip
     print_records([{"feature": k, "shap": v} for k, v in result["contributions"].items()], as_json=False)
+
+
+@experiments_app.command("power")
+@handle_errors
+def power(
+    p1: float | None = typer.Option(None, "--p1", help="control conversion rate (proportion metrics)"),
+    p2: float | None = typer.Option(None, "--p2", help="treatment conversion rate to detect"),
+    effect_size: float | None = typer.Option(None, "--effect-size", help="Cohen's d (mean metrics)"),
+    n: int | None = typer.Option(
+        None, "--n", help="users per arm: report the power instead of the sample size"
+    ),
+    alpha: float = typer.Option(0.05, "--alpha"),
+    target: float = typer.Option(0.8, "--power", help="wanted power"),
+    as_json: bool = JSON_OPTION,
+) -> None:
+    """Sample size per arm for a wanted power, or the power of a given sample size."""
+    from qmlops.experiments import power_means, power_proportions, sample_size_means, sample_size_proportions
+
+    if not 0 < alpha < 1 or not 0 < target < 1:
+        raise ValidationError("--alpha and --power must lie in (0, 1)", field="alpha")
+    if (p1 is None) == (effect_size is None):
+        raise ValidationError("give --p1 and --p2 (proportions) or --effect-size (means)", field="p1")
+    if p1 is not None:
+        if p2 is None:
+            raise ValidationError("--p2 is required with --p1", field="p2")
+        out = {"metric": "proportion", "p1": p1, "p2": p2, "alpha": alpha}
+        if n is not None:
+            out |= {"n_per_arm": n, "power": power_proportions(n, p1, p2, alpha)}
+        else:
+            out |= {"power": target, "n_per_arm": sample_size_proportions(p1, p2, alpha, target)}
+    else:
+        assert effect_size is not None
+        out = {"metric": "mean", "effect_size": effect_size, "alpha": alpha}
+        if n is not None:
+            out |= {"n_per_arm": n, "power": power_means(n, effect_size, alpha)}
+        else:
+            out |= {"power": target, "n_per_arm": sample_size_means(effect_size, alpha, target)}
+    print_record(out, as_json=as_json)

@@ -23,7 +23,7 @@ import html
 import io
 import math
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
@@ -162,9 +162,9 @@ class ExperimentService:
         service.apply()
         service.wait_revision()
 
-    def record_events(self, events: list[Mapping[str, Any]]) -> int:
+    def record_events(self, events: Sequence[Mapping[str, Any]]) -> int:
         """Validate and store business events ``{experiment, user_id, event, value, ts?}``; all or nothing."""
-        if not isinstance(events, list) or not events or len(events) > 10_000:
+        if not isinstance(events, list | tuple) or not events or len(events) > 10_000:
             raise ValidationError("events must be a list of 1..10,000 objects", field="events")
         known: dict[str, str] = {}
         rows = []

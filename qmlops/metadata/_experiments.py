@@ -116,6 +116,8 @@ class ExperimentRepository:
         row = self._db.query_one("SELECT * FROM model_explanations WHERE model_version = ?", [model_version])
         if row is None:
             return None
-        importance = dict(sorted(loads(row["importance"]).items(), key=lambda kv: -kv[1]))  # stored key-sorted
+        importance = dict(
+            sorted(loads(row["importance"]).items(), key=lambda kv: -kv[1])
+        )  # stored key-sorted
         return {**row, "importance": importance, "families": loads(row["families"]),
                 "created_at": _iso(row["created_at"])}  # fmt: skip

@@ -58,7 +58,11 @@ class MonitoringRepository:
     # -- drift --------------------------------------------------------------------------------------------
     def add_drift(self, model_name: str, model_version: str, report: dict[str, Any]) -> str:
         report_id = "dr-" + uuid.uuid4().hex[:12]
-        drifted = [f["feature"] for f in report.get("features", []) if f.get("drifted_corrected")]
+        drifted = [
+            f["feature"]
+            for f in sorted(report.get("features", []), key=lambda f: -(f.get("psi") or 0.0))
+            if f.get("drifted_corrected")
+        ]  # most shifted (PSI) first
         self._db.execute("INSERT INTO drift_reports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                          [report_id, utcnow(), model_name, model_version, int(report.get("n_rows", 0)),
                           float(report.get("drift_share", 0.0)), dumps(drifted), dumps(report.get("prediction")),

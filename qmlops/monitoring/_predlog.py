@@ -39,10 +39,11 @@ _COUNTER = struct.Struct("<qqq")  # pid, answered, flushed
 
 
 class LogOptions:
-    """``inputs``: ``"full"`` (every feature value) or ``"hash"`` (a digest, plus the full row for a
-    ``sample_share`` of requests). ``flush_interval_s`` bounds what a killed replica can lose."""
+    """``inputs``: ``"hash"`` (the default: a digest of every row, plus the full row for a ``sample_share`` of
+    5% of requests) or ``"full"`` (every feature value of every row). ``flush_interval_s`` bounds what a killed
+    replica can lose."""
 
-    def __init__(self, *, enabled: bool = True, inputs: str = "full", sample_share: float = 0.0,
+    def __init__(self, *, enabled: bool = True, inputs: str = "hash", sample_share: float = 0.05,
                  flush_interval_s: float = 1.0, max_buffer: int = 5000) -> None:  # fmt: skip
         if inputs not in ("full", "hash"):
             raise ValidationError("monitoring.inputs must be 'full' or 'hash'", field="monitoring.inputs")
@@ -158,8 +159,8 @@ class PredictionLog:
             keep = full or (share > 0 and random.random() < share)
             rows.append({"request_id": rid, "ts": datetime.fromtimestamp(ts, UTC).replace(tzinfo=None),
                          "model_name": name, "model_version": version, "variant": variant,
-                         "inputs": json.dumps([None if not np.isfinite(v) else float(v) for v in values])
-                         if keep else None,
+                         "inputs": json.dumps(np.where(np.isfinite(values), values, np.nan).tolist()).replace(
+                             "NaN", "null") if keep else None,
                          "input_hash": hashlib.blake2b(values.tobytes(), digest_size=12).hexdigest(),
                          "output": out, "latency_ms": latency, "status": status, "model_id": model_id,
                          "replica": self.replica, "seq": seq})  # fmt: skip

@@ -210,6 +210,7 @@ def _trial_params(
 
 
 def _trainable(trial_config: dict[str, Any], *, base: dict[str, Any], store: Any, settings: Settings) -> None:
+    import ray
     from ray import tune
 
     from qmlops.training import _gbdt, train
@@ -240,6 +241,7 @@ def _trainable(trial_config: dict[str, Any], *, base: dict[str, Any], store: Any
         "train_seconds": time.perf_counter() - started,
         "test_ic": result.evaluation.ic,
         "trial_run_id": result.run_id,
+        "node_id": ray.get_runtime_context().get_node_id(),  # which node ran it (Tune's node_ip is per host)
         "trial_complete": True,  # Tune sets its own "done" on trials a scheduler stops, so not that name
     })  # fmt: skip
 
@@ -386,7 +388,7 @@ def _fit(
         trials.append({"model_type": name, "params": params, "valid_loss": metrics.get("valid_loss"),
                        "valid_ic": metrics.get("valid_ic"), "train_seconds": metrics.get("train_seconds"),
                        "test_ic": metrics.get("test_ic"), "iterations": metrics.get("training_iteration"),
-                       "stopped_early": not metrics.get("trial_complete", False), "trial_run_id": metrics.get("trial_run_id"),
+                       "stopped_early": not metrics.get("trial_complete", False), "trial_run_id": metrics.get("trial_run_id"), "node_id": metrics.get("node_id"),
                        "error": str(result.error)[:300] if result.error else None})  # fmt: skip
     ok = [
         t

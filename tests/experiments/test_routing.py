@@ -38,3 +38,23 @@ def test_targeting_model_and_time_bounds() -> None:
         route_experiment(later, "m", "u1", None, now) is None
         and route_experiment(ended, "m", "u1", None, now) is None
     )
+
+
+def test_power_cli_matches_the_library() -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from qmlops.cli import app
+    from qmlops.experiments import power_proportions, sample_size_proportions
+
+    runner = CliRunner()
+    size = json.loads(
+        runner.invoke(app, ["experiments", "power", "--p1", "0.3", "--p2", "0.35", "--json"]).stdout
+    )
+    assert size["n_per_arm"] == sample_size_proportions(0.3, 0.35) and size["n_per_arm"] > 1000
+    pw = json.loads(runner.invoke(app, ["experiments", "power", "--p1", "0.3", "--p2", "0.35", "--n",
+                                        str(size["n_per_arm"]), "--json"]).stdout)  # fmt: skip
+    assert pw["power"] == power_proportions(size["n_per_arm"], 0.3, 0.35) and 0.8 <= pw["power"] < 0.81
+    bad = runner.invoke(app, ["experiments", "power", "--p1", "0.3"])
+    assert bad.exit_code == 2 and "p2" in bad.output

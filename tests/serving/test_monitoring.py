@@ -61,7 +61,7 @@ def _post_all(served: Served, bodies: list[dict[str, Any]], threads: int = 4) ->
 
 
 def test_log_is_complete_and_metrics_follow_a_burst(served: Served) -> None:
-    _configure(log={"flush_interval_s": 0.5})
+    _configure(log={"flush_interval_s": 0.5, "inputs": "full"})
     store = get_store()
     frame = load_features("sub", "alpha158", start=served.test_day)["feature"].dropna().head(60)
     rows = _rows(frame)
