@@ -152,7 +152,9 @@ def compute_features(
             tables.append(_to_arrow(compute_batch(frame, definition, pd.DatetimeIndex(cal_values))))
         return pa.concat_tables(tables)
 
-    out = ds.map_batches(run, batch_size=1, num_cpus=1, batch_format="numpy", zero_copy_batch=True)
+    # SPREAD: on a cluster the batches go to different nodes (the default packs them where the data sits)
+    out = ds.map_batches(run, batch_size=1, num_cpus=1, batch_format="numpy", zero_copy_batch=True,
+                         scheduling_strategy="SPREAD")  # fmt: skip
     tables = []
     refs = out.to_arrow_refs()
     for done, ref in enumerate(refs, start=1):

@@ -25,6 +25,7 @@ def test_pipeline_spreads_over_three_nodes(tmp_path: Path) -> None:
     lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
     out = json.loads(lines[-1].removeprefix("RESULT "))
+    print(json.dumps(out, indent=1))  # shown with -s: which nodes ran what
     nodes = out["nodes"]
     assert len(nodes) == 3
     assert out["metadata_nodes"] == nodes and out["metadata_reads_ok"] and out["metadata_writes"] == 3
