@@ -56,6 +56,10 @@ these paths (Qlib's ``DataFrame.drop(inplace=True)`` warns ``Pandas4Warning``: a
     relative to the working directory, so Qlib leaves ``./tmp/.../mlruns/filelock`` in the repository ->
     :func:`ensure_qlib_initialised` creates the "qmlops" experiment directly (no lock) so the locked
     get-or-create path never runs.
+15. Two ``IGMTF.predict`` calls of the same model can differ (seen on 29 of 1,646 test rows) -> its
+    ``get_train_hidden`` shuffles the training days with numpy's global RNG and the neighbour search breaks ties
+    by position -> :class:`IGMTF` runs it under a fixed seed (and restores the global RNG). Shown by the IGMTF
+    case of ``tests/training/test_nn_models.py`` (restored best-epoch predictions must equal that epoch's).
 """
 
 from __future__ import annotations
@@ -367,6 +371,16 @@ class IGMTF(pytorch_igmtf.IGMTF):
             super().fit(
                 dataset, evals_result={} if evals_result is None else evals_result, save_path=save_path
             )
+
+    def get_train_hidden(self, x_train: pd.DataFrame) -> Any:
+        """Fix 15: the training days' hidden states in a fixed order (Qlib shuffles them with numpy's global RNG,
+        so two ``predict`` calls of one model could pick different neighbours among tied similarities)."""
+        state = np.random.get_state()
+        try:
+            np.random.seed(int(self.seed) if self.seed is not None else 0)
+            return super().get_train_hidden(x_train)
+        finally:
+            np.random.set_state(state)
 
     def metric_fn(self, pred: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
         if self.metric in ("", "loss"):  # fix 12: Qlib tests ``metric == ("", "loss")``
