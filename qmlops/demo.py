@@ -96,6 +96,7 @@ def run_demo(console: Console | None = None, *, engine: str = "ray", keep_servin
         _rollout_stage(console, out, rec.id)
         _experiment_stage(console, out)
         _explain_stage(console, out)
+        _write_report(console, out)
         _summary(console, out)
         if not keep_serving:
             from ray import serve
@@ -364,6 +365,8 @@ def _explain_stage(console: Console, out: DemoResult) -> None:
     )
     console.print(f"   report: {uri}")
     out.stages["explain_report"] = uri
+    out.stages["explain_plots"] = report.plots
+    out.stages["explain_families"] = report.families.head(10)
 
 
 def _summary(console: Console, out: DemoResult) -> None:
@@ -372,6 +375,7 @@ def _summary(console: Console, out: DemoResult) -> None:
     console.print(
         f"Serve: {url}/v1/predict, {url}/docs, {url}/v1/metrics/models, {url}/v1/drift, {url}/v1/alerts"
     )
+    console.print(f"the demo's report (every stage): {out.stages.get('report')}")
     console.print(f"experiment report: {out.stages.get('experiment_report')}")
     console.print(f"explanations: {out.stages.get('explain_report')}")
     from ray._private.worker import get_dashboard_url
@@ -383,3 +387,122 @@ def _summary(console: Console, out: DemoResult) -> None:
     console.print(
         "(a local cluster this process started stops with it; under `ray job submit` the app keeps serving)"
     )
+
+
+def _write_report(console: Console, out: DemoResult) -> None:
+    """One HTML page over every stage: data, features, training curves, tuning, deployments with their gates,
+    drift, the experiment and the explanations (the detailed reports are linked)."""
+    import base64
+    import html
+    import io
+    from pathlib import Path
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from qmlops.config import get_settings
+    from qmlops.experiments import ExperimentService
+    from qmlops.metadata import get_store
+
+    store = get_store()
+    esc = html.escape
+
+    def table(rows: list[dict[str, Any]], cols: list[str]) -> str:
+        head = "".join(f"<th>{esc(c)}</th>" for c in cols)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{esc(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>" for r in rows
+        )
+        return f"<table><tr>{head}</tr>{body}</table>"
+
+    def png(fig: Any) -> str:
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
+        plt.close(fig)
+        return f"<img src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'/>"
+
+    parts = ["<h1>qmlops demo report</h1>"]
+    ds = store.datasets.get(out.dataset_id)
+    parts.append(f"<h2>1. Data</h2><p>{esc(ds.id)}: {ds.n_rows:,} rows, {ds.n_instruments} instruments, "
+                 f"{ds.start_date} .. {ds.end_date} (content hash {esc(ds.content_hash[:16])})</p>")  # fmt: skip
+    mats = [
+        store.features.get(out.stages[k]).to_dict() for k in ("alpha158", "indicators") if k in out.stages
+    ]
+    parts.append(
+        "<h2>2. Features</h2>" + table(mats, ["id", "feature_set_id", "engine", "n_rows", "compute_seconds"])
+    )
+    runs = [store.runs.get(out.stages[k]) for k in out.stages if k.startswith("train_")]
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for run in runs:
+        steps = store.runs.metrics(run.id)
+        pts = [(m.step, m.valid_loss) for m in steps if m.valid_loss is not None]
+        if pts:
+            ax.plot(
+                *zip(*pts, strict=True), marker=".", label=f"{run.model_type} (best step {run.best_step})"
+            )
+    ax.set_xlabel("step (boosting batch / epoch)")
+    ax.set_ylabel("valid loss")
+    ax.legend()
+    rows = [{"run": r.id, "type": r.model_type, "test IC": r.metrics.get("ic"), "Rank IC": r.metrics.get("rank_ic"),
+             "stop": r.stop_reason, "report": r.report_uri} for r in runs]  # fmt: skip
+    parts.append(
+        "<h2>3. Training</h2>"
+        + png(fig)
+        + table(rows, ["run", "type", "test IC", "Rank IC", "stop", "report"])
+    )
+    trials = store.runs.list(kind="trial", parent_id=out.stages.get("tune_run"), limit=100)
+    trows = [{"trial": t.id, "type": t.model_type, "status": t.status, "valid_loss": t.metrics.get("valid_loss"),
+              "best step": t.best_step, "stopped by": t.stopped_by} for t in trials]  # fmt: skip
+    parts.append(f"<h2>5. Tuning ({esc(str(out.stages.get('tune_run')))})</h2>"
+                 + table(trows, ["trial", "type", "status", "valid_loss", "best step", "stopped by"]))  # fmt: skip
+    rollouts = store.serving.list_rollouts(model="sp500-alpha")
+    rrows = []
+    for ro in rollouts:
+        gates = "; ".join(
+            f"{g['name']}: {'pass' if g['ok'] else 'FAIL'}" for g in (ro.get("gates") or {}).get("gates", [])
+        )
+        checks = "; ".join(
+            f"{c['kind']} {'ok' if c['ok'] else 'failed'}" for c in store.serving.checks(rollout_id=ro["id"])
+        )
+        rrows.append({"rollout": ro["id"], "strategy": ro["strategy"], "to": ro["to_version"], "state": ro["state"],
+                      "gates": gates, "checks": checks, "reason": ro.get("reason")})  # fmt: skip
+    parts.append("<h2>6-9. Deployments</h2>" + table(rrows, ["rollout", "strategy", "to", "state", "gates", "checks",
+                                                            "reason"]))  # fmt: skip
+    drift = store.monitoring.drift(model_name="sp500-alpha", limit=8)
+    for d in drift:
+        d["drifted (top 8)"] = ", ".join(d["drifted"][:8])
+    alerts = store.monitoring.alerts(limit=20)
+    parts.append("<h2>8. Drift and alerts</h2>" + table(drift, ["ts", "model_version", "n_rows", "drift_share",
+                                                               "drifted (top 8)"])
+                 + table(alerts, ["ts", "severity", "source", "subject", "rule", "repeats", "message"]))  # fmt: skip
+    exps = [e for e in store.experiments.list() if e["name"].startswith("demo-ab-")]
+    if exps:
+        res = ExperimentService(store).results(exps[-1]["id"])
+        parts.append(f"<h2>10. Experiment {esc(exps[-1]['name'])}</h2><p>units {esc(str(res['units']))}; "
+                     f"<a href='file://{esc(str(out.stages.get('experiment_report')))}'>full report</a></p>"
+                     + table(res.get("metrics", []), ["metric", "variant", "control_mean", "variant_mean", "relative_lift",
+                                                      "test", "p_value", "adjusted_p_value", "always_valid_p_value"]))  # fmt: skip
+    fam = out.stages.get("explain_families")
+    if fam is not None:
+        plots = "".join(f"<img src='data:image/png;base64,{base64.b64encode(v).decode()}'/>"
+                        for v in out.stages.get("explain_plots", {}).values())  # fmt: skip
+        parts.append("<h2>11. Explanations</h2>" + fam.reset_index().to_html(float_format=lambda v: f"{v:.4f}", border=0)
+                     + plots)  # fmt: skip
+    page = ("<!doctype html><html><head><meta charset='utf-8'><title>qmlops demo</title><style>body{font-family:"
+            "sans-serif;margin:2em}table{border-collapse:collapse;margin:0.5em 0}td,th{padding:2px 8px;border-bottom:"
+            "1px solid #ddd;text-align:left;font-size:90%}img{max-width:48%}</style></head><body>"
+            + "".join(parts) + "</body></html>")  # fmt: skip
+    path = Path(get_settings().home) / "reports" / "demo.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(page)
+    out.stages["report"] = str(path)
+    console.print(f"[bold]12. report[/bold] every stage in one page: {path}")
+
+
+def _fmt(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)

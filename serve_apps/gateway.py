@@ -681,10 +681,12 @@ class Gateway:
         return JSONResponse({"experiments": await self._off_loop(self.store.experiments.list, state=state)})
 
     @api.get("/v1/experiments/{experiment}/results")
-    async def experiment_results(self, experiment: str, alpha: float = 0.05) -> JSONResponse:
+    async def experiment_results(
+        self, experiment: str, alpha: float = 0.05, ci: str = "analytic"
+    ) -> JSONResponse:
         from qmlops.experiments import ExperimentService
 
         if not 0 < alpha < 1:
             raise ClientError(422, "alpha", "must lie in (0, 1)")
         service = ExperimentService(self.store, self.settings)
-        return JSONResponse(await self._off_loop(service.results, experiment, alpha=alpha))
+        return JSONResponse(await self._off_loop(service.results, experiment, alpha=alpha, ci=ci))

@@ -96,13 +96,14 @@ def list_(state: str | None = typer.Option(None, "--state"), as_json: bool = JSO
 @experiments_app.command("results")
 @handle_errors
 def results(experiment: str, alpha: float = typer.Option(0.05, "--alpha"),
+            ci: str = typer.Option("analytic", "--ci", help="analytic or bootstrap intervals"),
             html_out: Path | None = typer.Option(None, "--html", help="also write the HTML report here"),
             as_json: bool = JSON_OPTION) -> None:  # fmt: skip
     """Per metric and variant against control: lift with CI, p-values (raw, Holm, always-valid), SRM."""
     if not 0 < alpha < 1:
         raise ValidationError("--alpha must lie in (0, 1)", field="alpha")
     service = _service()
-    res = service.results(experiment, alpha=alpha)
+    res = service.results(experiment, alpha=alpha, ci=ci)
     if html_out is not None:
         html_out.write_text(service.report_html(experiment, alpha=alpha))
     if as_json:

@@ -213,14 +213,18 @@ class ExperimentService:
         }
         return units, events
 
-    def results(self, ref: str, *, alpha: float = 0.05) -> dict[str, Any]:
+    def results(self, ref: str, *, alpha: float = 0.05, ci: str = "analytic") -> dict[str, Any]:
+        """Per metric and variant against control. ``ci="bootstrap"`` gives seeded percentile-bootstrap
+        intervals of the difference instead of the analytic ones (Mann-Whitney metrics always bootstrap)."""
+        if ci not in ("analytic", "bootstrap"):
+            raise ValidationError("ci must be 'analytic' or 'bootstrap'", field="ci")
         exp = self.store.experiments.get(ref)
         units, events = self._per_unit(exp)
         names = [v["name"] for v in exp["variants"]]
         control = names[0]
         counts = [len(units.get(n, [])) for n in names]
         weights = [v["weight"] for v in exp["variants"]]
-        out: dict[str, Any] = {"experiment": exp, "control": control, "alpha": alpha,
+        out: dict[str, Any] = {"experiment": exp, "control": control, "alpha": alpha, "ci": ci,
                                "units": dict(zip(names, counts, strict=True))}  # fmt: skip
         if sum(counts) > 0:
             srm = srm_check(counts, weights)
@@ -251,7 +255,7 @@ class ExperimentService:
             spec[m["name"]] = (m["kind"], arms)
             if m.get("test"):
                 tests[m["name"]] = m["test"]
-        results = analyze_experiment(spec, control=control, alpha=alpha, tests=tests)
+        results = analyze_experiment(spec, control=control, alpha=alpha, tests=tests, ci=ci)
         rows = []
         for r in results:
             item = r.to_dict()

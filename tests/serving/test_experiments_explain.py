@@ -83,6 +83,12 @@ def test_experiment_end_to_end_over_serve(served: Served) -> None:
         and conv["adjusted_p_value"] >= conv["p_value"]
     )
     assert 0 <= conv["always_valid_p_value"] <= 1 and by[("pnl", "treatment")]["test"] == "mann_whitney"
+    boot = service.results(exp["id"], ci="bootstrap")
+    bconv = next(m for m in boot["metrics"] if m["metric"] == "conversion")
+    assert bconv["p_value"] == conv["p_value"] and bconv["absolute_ci"] != conv["absolute_ci"]
+    assert bconv["absolute_ci"][0] < bconv["absolute_lift"] < bconv["absolute_ci"][1]
+    bad_ci = served.client.get(f"/v1/experiments/{exp['id']}/results", params={"ci": "magic"})
+    assert bad_ci.status_code == 422 and bad_ci.json()["error"]["field"] == "ci"
     html = service.report_html(exp["id"])
     assert html.count("data:image/png;base64") == 2 and "conversion" in html
 
