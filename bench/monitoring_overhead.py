@@ -19,7 +19,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from dataclasses import replace
 from typing import Any
@@ -34,24 +33,22 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=15.0)
     parser.add_argument("--concurrency", type=int, default=16)
     args = parser.parse_args()
+    from _setup import bench_home, sp500_alpha158
     from serving import free_port, load  # bench/serving.py's load generator (runs in its own process)
 
-    os.environ.update(QMLOPS_HOME=tempfile.mkdtemp(prefix="qmlops-bench-monitor-"), RAY_AUTH_MODE="disabled",
-                      RAY_USAGE_STATS_ENABLED="0", QMLOPS_METADATA_MODE="local")  # fmt: skip
+    bench_home("monitor")
     import numpy as np
 
-    from qmlops.data import ingest
-    from qmlops.features import load_features, materialize
+    from qmlops.features import load_features
     from qmlops.metadata import get_store
     from qmlops.monitoring import DriftMonitor, references_for
     from qmlops.training import TrainConfig, train
 
-    ds = ingest("sp500").record
-    materialize(ds.id, "alpha158", engine="local")
-    result = train(TrainConfig("lightgbm", dataset=ds.id, params={"num_leaves": 31, "learning_rate": 0.05},
+    dataset = sp500_alpha158()
+    result = train(TrainConfig("lightgbm", dataset=dataset, params={"num_leaves": 31, "learning_rate": 0.05},
                                register_as="bench", report=False))  # fmt: skip
     model_id = result.model_version["id"]
-    frame = load_features(ds.id, "alpha158", start="2010-05-01")["feature"]
+    frame = load_features(dataset, "alpha158", start="2010-05-01")["feature"]
     rows = [
         {k: float(v) for k, v in r.items()} for r in frame.fillna(0.0).head(500).to_dict(orient="records")
     ]

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
+import sys
 import time
 from typing import Any
 
@@ -30,14 +30,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=300)
     parser.add_argument("--combined-trials", type=int, default=8)
     args = parser.parse_args()
-    os.environ.update(QMLOPS_HOME=tempfile.mkdtemp(prefix="qmlops-bench-tune-"), RAY_AUTH_MODE="disabled",
-                      RAY_USAGE_STATS_ENABLED="0", QMLOPS_METADATA_MODE="local")  # fmt: skip
-    from qmlops.data import ingest
-    from qmlops.features import load_features, materialize
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from _setup import bench_home, sp500_alpha158
+
+    bench_home("tune")
+    from qmlops.features import load_features
     from qmlops.metadata import get_store
 
-    ds = ingest("sp500").record
-    materialize(ds.id, "alpha158", engine="local")
+    dataset = sp500_alpha158()
     get_store().close()
     os.environ["QMLOPS_METADATA_MODE"] = "ray"
     import optuna
@@ -47,13 +47,13 @@ def main() -> None:
     from qmlops.tuning import TuneConfig, meta_features, recommend, seed_points, tune_models
 
     init_ray(num_cpus=2, object_store_memory=400 * 1024 * 1024, include_dashboard=False, log_to_driver=False)
-    common: dict[str, Any] = {"model_types": ["lightgbm"], "dataset": ds.id, "num_samples": args.trials,
+    common: dict[str, Any] = {"model_types": ["lightgbm"], "dataset": dataset, "num_samples": args.trials,
                               "searcher": "tpe", "seed": 7, "max_concurrent": 2, "cpus_per_trial": 1.0,
                               "progress_every": 10, "early_stopping": "none", "register_as": "",
                               "fixed_params": {"lightgbm": {"num_boost_round": args.rounds, "num_threads": 1}},
                               "max_t": args.rounds // 10}  # fmt: skip
     rows: dict[str, dict[str, Any]] = {}
-    print(f"LightGBM on {ds.id} (all instruments, Alpha158), {args.trials} trials, up to {args.rounds} rounds, "
+    print(f"LightGBM on {dataset} (all instruments, Alpha158), {args.trials} trials, up to {args.rounds} rounds, "
           "2 at a time on 2 CPUs, TPE seed 7")  # fmt: skip
     print(f"{'setup':<44}{'wall s':>9}{'best valid MSE':>16}{'stopped early':>15}")
 
@@ -108,7 +108,7 @@ def main() -> None:
                     raise Pruned()
 
         try:
-            train(TrainConfig("lightgbm", dataset=ds.id, params=params, early_stopping="none", progress_every=10,
+            train(TrainConfig("lightgbm", dataset=dataset, params=params, early_stopping="none", progress_every=10,
                               register_as="", report=False), store=store, on_progress=on_progress)  # fmt: skip
         except Pruned:
             raise optuna.TrialPruned() from None
@@ -129,10 +129,10 @@ def main() -> None:
     candidates = ["lightgbm", "xgboost", "linear", "mlp"]
     ranked = [
         r
-        for r in recommend(meta_features(load_features(ds.id, "alpha158", store=store)))
+        for r in recommend(meta_features(load_features(dataset, "alpha158", store=store)))
         if r.model_type in candidates
     ]
-    combined = TuneConfig(model_types=candidates, dataset=ds.id, num_samples=args.combined_trials, searcher="tpe",
+    combined = TuneConfig(model_types=candidates, dataset=dataset, num_samples=args.combined_trials, searcher="tpe",
                           seed=7, scheduler="fifo", max_concurrent=2, register_as="",
                           fixed_params={"mlp": {"max_steps": 200}, "lightgbm": {"num_threads": 1}})  # fmt: skip
     combined.points_to_evaluate = seed_points(combined, [ranked[0].model_type])

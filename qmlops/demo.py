@@ -167,47 +167,11 @@ def _tune_stage(console: Console, out: DemoResult, dataset_id: str) -> None:
     out.stages["tuned_version"] = mv.get("version")
 
 
-class _Replay:
-    """Clients replaying held-out feature rows at the gateway (one user id per request, or from a pool)."""
+def _replay(url: str, model: str, rows: list[dict[str, float]], users: int = 5000) -> Any:
+    """Traffic replaying held-out feature rows at the gateway."""
+    from qmlops.serving._traffic import Traffic
 
-    def __init__(self, url: str, rows: list[dict[str, float]], users: int = 5000, threads: int = 3) -> None:
-        import threading
-
-        self.url, self.rows, self.users = url, rows, users
-        self.sent = 0
-        self.status: dict[int, int] = {}
-        self.answers: list[dict[str, Any]] = []
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
-
-    def _run(self, seed: int) -> None:
-        import random
-
-        import httpx
-
-        rng = random.Random(seed)
-        with httpx.Client(base_url=self.url, timeout=30) as client:
-            while not self._stop.is_set():
-                body = {"model": "sp500-alpha", "user_id": f"u{rng.randrange(self.users)}",
-                        "features": self.rows[rng.randrange(len(self.rows))]}  # fmt: skip
-                try:
-                    r = client.post("/v1/predict", json=body)
-                except httpx.HTTPError:
-                    continue
-                self.sent += 1
-                self.status[r.status_code] = self.status.get(r.status_code, 0) + 1
-                if r.status_code == 200:
-                    self.answers.append(r.json())
-
-    def __enter__(self) -> _Replay:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=30)
+    return Traffic(url, model, rows, threads=3, users=users)
 
 
 def _held_out_rows(dataset_id: str, shift: bool = False) -> list[dict[str, float]]:
@@ -256,7 +220,7 @@ def _rollout_stage(console: Console, out: DemoResult, dataset_id: str) -> None:
                   "gates on error rate, latency, drift and online IC, under traffic replayed from held-out days")  # fmt: skip
     options = {"steps": [25, 100], "dwell_seconds": 5.0, "min_requests": 30, "max_wait_seconds": 120.0,
                "max_drift_share": 1.0}  # fmt: skip
-    with _Replay(url, rows) as replay, console.status("canary under replayed traffic"):
+    with _replay(url, "sp500-alpha", rows) as replay, console.status("canary under replayed traffic"):
         ro = controller.start("sp500-alpha", lin["version"], "canary", options)
         done = controller.run(ro["id"], timeout=300)
     gates = (done.get("gates") or {}).get("gates", [])
@@ -270,7 +234,7 @@ def _rollout_stage(console: Console, out: DemoResult, dataset_id: str) -> None:
     from datetime import UTC, datetime
 
     began = datetime.now(UTC).replace(tzinfo=None).isoformat()
-    with _Replay(url, shifted), console.status("replaying a drift period"):
+    with _replay(url, "sp500-alpha", shifted), console.status("replaying a drift period"):
         deadline = time.time() + 90
         reports: list[dict[str, Any]] = []
         while time.time() < deadline:
@@ -291,7 +255,7 @@ def _rollout_stage(console: Console, out: DemoResult, dataset_id: str) -> None:
     bad = register_drill_model(registry, "sp500-alpha", lin["version"], error_rate=1.0, healthy_calls=5)
     console.print(f"[bold]9. rollback[/bold] a deliberately bad model (sp500-alpha v{bad.version} fails every call after "
                   "its health check) canaried: the error-rate gate rolls it back")  # fmt: skip
-    with _Replay(url, rows), console.status("canary of the bad model"):
+    with _replay(url, "sp500-alpha", rows), console.status("canary of the bad model"):
         ro = controller.start("sp500-alpha", bad.version, "canary", {**options, "steps": [25, 100]})
         done = controller.run(ro["id"], timeout=300)
     console.print(f"   {ro['id']}: [bold]{done['state']}[/bold]: {done.get('reason')}; registry state "
@@ -319,7 +283,7 @@ def _experiment_stage(console: Console, out: DemoResult) -> None:
     rows = _held_out_rows(out.dataset_id)
     import time
 
-    with _Replay(out.stages["serve_url"], rows, users=1000, threads=3) as replay:
+    with _replay(out.stages["serve_url"], "sp500-alpha", rows, users=1000) as replay:
         deadline = time.time() + 60
         while replay.sent < 1500 and time.time() < deadline:
             time.sleep(0.5)

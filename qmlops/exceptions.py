@@ -7,9 +7,11 @@ status codes. Exceptions are plain-argument classes so they pickle across Ray pr
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 __all__ = [
+    "reject_unknown",
     "QmlopsError",
     "ValidationError",
     "NotFoundError",
@@ -91,3 +93,13 @@ class IntegrityError(QmlopsError):
 
     exit_code = 7
     http_status = 500
+
+
+def reject_unknown(given: Iterable[str], known: Iterable[str], what: str, *, prefix: str = "") -> None:
+    """Refuse keys outside ``known``: a :class:`ValidationError` naming the first unknown one (``prefix`` + key)
+    and listing the known ones."""
+    allowed = set(known)
+    unknown = sorted(set(given) - allowed)
+    if unknown:
+        raise ValidationError(f"unknown {what} {unknown[0]!r}; known: {', '.join(sorted(allowed))}",
+                              field=f"{prefix}{unknown[0]}")  # fmt: skip

@@ -152,7 +152,7 @@ class Gateway:
         self._batchers: dict[str, asyncio.Task] = {}
         self.monitor: Any = None
         self.monitoring_options: dict[str, Any] | None = None
-        self.experiments: list[dict[str, Any]] = []
+        self.experiments: Any = None  # an ExperimentRouter once reconfigure ran
 
     # -- configuration ------------------------------------------------------------------------------------
     def reconfigure(self, config: dict[str, Any]) -> None:
@@ -164,7 +164,9 @@ class Gateway:
         self.admin_digest = config.get("admin_token_sha256") or self.admin_digest
         self.admin_dev = bool(config.get("admin_dev", os.environ.get("QMLOPS_ADMIN_DEV", "") == "1"))
         self._configure_monitoring(config.get("monitoring") or {})
-        self.experiments = list(config.get("experiments") or [])
+        from qmlops.experiments import ExperimentRouter
+
+        self.experiments = ExperimentRouter(list(config.get("experiments") or []))
         wanted = {e.model_version for t in tables.values() for e in t.entries}
         for model_id in wanted - set(self.ready):
             self.ready[model_id] = False
@@ -207,11 +209,9 @@ class Gateway:
             await asyncio.get_running_loop().run_in_executor(None, self.monitor.close)
 
     def _experiment_route(self, name: str, key: Any, attributes: dict[str, Any] | None) -> Any:
-        if key is None or not self.experiments:
+        if key is None or self.experiments is None:
             return None
-        from qmlops.experiments import route_experiment
-
-        return route_experiment(self.experiments, name, str(key), attributes)
+        return self.experiments.route(name, str(key), attributes)
 
     def _expose(self, experiment_id: str, unit: str, variant: str, request_id: str) -> None:
         if self.monitor is not None:

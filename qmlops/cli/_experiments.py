@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from qmlops.cli._common import JSON_OPTION, console, handle_errors, print_record, print_records
-from qmlops.exceptions import ValidationError
+from qmlops.exceptions import ValidationError, reject_unknown
 
 experiments_app = typer.Typer(no_args_is_help=True)
 
@@ -31,10 +31,8 @@ def _spec(path: Path) -> dict[str, Any]:
         raise ValidationError(f"{path} is not valid YAML/JSON: {exc}", field="file") from None
     if not isinstance(data, dict):
         raise ValidationError("the spec must be an object", field="file")
-    unknown = sorted(set(data) - {"name", "model", "variants", "metrics", "layer", "traffic", "targeting",
-                                  "start_at", "stop_at"})  # fmt: skip
-    if unknown:
-        raise ValidationError(f"unknown field {unknown[0]!r}", field=unknown[0])
+    reject_unknown(data, ("name", "model", "variants", "metrics", "layer", "traffic", "targeting", "start_at",
+                          "stop_at"), "experiment field")  # fmt: skip
     for key in ("name", "model", "variants", "metrics"):
         if key not in data:
             raise ValidationError("required", field=key)

@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from qmlops.cli._common import JSON_OPTION, console, handle_errors, print_record, print_records
-from qmlops.exceptions import ValidationError
+from qmlops.exceptions import ValidationError, reject_unknown
 
 alerts_app = typer.Typer(no_args_is_help=True)
 jobs_app = typer.Typer(no_args_is_help=True)
@@ -119,9 +119,7 @@ def alerts_channels(
     store = _store()
     if add is not None:
         for item in _load(add):
-            unknown = sorted(set(item) - {"name", "kind", "config", "min_severity", "enabled"})
-            if unknown:
-                raise ValidationError(f"unknown channel field {unknown[0]!r}", field=unknown[0])
+            reject_unknown(item, AlertChannel.__dataclass_fields__, "channel field")
             if "name" not in item or "kind" not in item:
                 raise ValidationError("a channel needs a name and a kind", field="name")
             store.monitoring.put_channel(AlertChannel(**{"config": {}, **item}).validate().to_dict())

@@ -44,7 +44,7 @@ from typing import Any
 import numpy as np
 
 from qmlops.config import Settings, get_settings
-from qmlops.exceptions import ConflictError, QmlopsError, ValidationError
+from qmlops.exceptions import ConflictError, QmlopsError, ValidationError, reject_unknown
 from qmlops.metadata import MetadataStore, RemoteMetadataStore, get_store
 from qmlops.serving import RouteEntry, RoutingTable, ServeService
 
@@ -53,7 +53,10 @@ __all__ = ["RolloutController", "STRATEGIES", "DEFAULTS", "controller_handle"]
 Store = MetadataStore | RemoteMetadataStore
 STRATEGIES = ("immediate", "blue_green", "canary", "rolling")
 ACTIVE = ("pending", "running", "paused")
-ORPHAN_SECONDS = 30.0  # a rollout nobody ticked for this long is adopted by the controller actor
+ORPHAN_SECONDS = 30.0
+_ALERT_SENDER = ThreadPoolExecutor(
+    max_workers=1, thread_name_prefix="qmlops-alerts"
+)  # slow channels never hold a rollback  # a rollout nobody ticked for this long is adopted by the controller actor
 DEFAULTS: dict[str, dict[str, Any]] = {
     "immediate": {"health_requests": 5},
     "blue_green": {"health_requests": 5, "perf_requests": 200, "perf_concurrency": 4, "max_p99_ms": 1000.0,
@@ -121,10 +124,7 @@ class RolloutController:
 
     def _options(self, strategy: str, options: dict[str, Any]) -> dict[str, Any]:
         defaults = DEFAULTS[strategy]
-        unknown = sorted(set(options) - set(defaults))
-        if unknown:
-            raise ValidationError(f"unknown option for {strategy}; known: {', '.join(defaults)}",
-                                  field=f"options.{unknown[0]}")  # fmt: skip
+        reject_unknown(options, defaults, f"option for {strategy}", prefix="options.")
         merged = {**defaults, **options}
         if strategy == "canary":
             steps = merged["steps"]
@@ -481,8 +481,12 @@ class RolloutController:
             self._move(record, "rolled_back", f"rollout {r['id']}: {reason}")
         except QmlopsError:
             pass
-        self.store.serving.add_alert("critical", "rollout", f"{r['model']} v{record.version} rolled back: {reason}",
-                                     subject=r["model"], details={"rollout_id": r["id"], "details": details})  # fmt: skip
+        from qmlops.monitoring import AlertManager
+
+        AlertManager(self.store, executor=_ALERT_SENDER).notify(
+            "rollout", r["model"], "critical", f"{r['model']} v{record.version} rolled back: {reason}",
+            {"rollout_id": r["id"], "details": details},
+        )  # fmt: skip
         self.store.serving.add_event(r["id"], "rolled_back", {"reason": reason, "details": details})
         return self.store.serving.update_rollout(
             r["id"], state="rolled_back", reason=reason, ended_at=_now_dt()

@@ -10,7 +10,12 @@ the false positive rate at alpha under continuous peeking.
 from qmlops.experiments._analysis import METRIC_TESTS, MetricResult, analyze_experiment, analyze_metric
 from qmlops.experiments._assignment import BUCKETS, ExperimentSlot, Layer, assign_variant, bucket_of
 from qmlops.experiments._sequential import always_valid_p_value, msprt_lambda, msprt_p_values
-from qmlops.experiments._service import ExperimentService, gateway_experiments, route_experiment
+from qmlops.experiments._service import (
+    ExperimentRouter,
+    ExperimentService,
+    gateway_experiments,
+    route_experiment,
+)
 from qmlops.experiments._stats import (
     SRMResult,
     TestResult,
@@ -31,6 +36,7 @@ from qmlops.experiments._stats import (
 )
 
 __all__ = [
+    "ExperimentRouter",
     "ExperimentService",
     "gateway_experiments",
     "route_experiment",

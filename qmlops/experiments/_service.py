@@ -35,7 +35,7 @@ from qmlops.experiments._assignment import ExperimentSlot, Layer
 from qmlops.experiments._sequential import msprt_p_values
 from qmlops.experiments._stats import srm_check
 
-__all__ = ["ExperimentService", "gateway_experiments", "route_experiment"]
+__all__ = ["ExperimentRouter", "ExperimentService", "gateway_experiments", "route_experiment"]
 
 _NAME_OK = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.")
 
@@ -345,28 +345,55 @@ def gateway_experiments(store: Any) -> list[dict[str, Any]]:
     return out
 
 
+class ExperimentRouter:
+    """The running experiments compiled once (on each gateway ``reconfigure``), so the request path only hashes:
+    one :class:`Layer` per layer with its slices, start/stop times parsed, targeting as sets."""
+
+    def __init__(self, experiments: list[dict[str, Any]]) -> None:
+        by_layer: dict[str, list[dict[str, Any]]] = {}
+        for e in experiments:
+            by_layer.setdefault(e["layer"], []).append(e)
+        self.layers = []
+        for layer, exps in by_layer.items():
+            slots = [ExperimentSlot(e["id"], e["traffic"], tuple(v["name"] for v in e["variants"]),
+                                    tuple(v["weight"] for v in e["variants"])) for e in exps]  # fmt: skip
+            self.layers.append((Layer(layer, slots), {e["id"]: e for e in exps}))
+        self.models = {e["model"] for e in experiments}
+        self._bounds = {e["id"]: (_parse(e.get("start_at")), _parse(e.get("stop_at"))) for e in experiments}
+        self._targets = {
+            e["id"]: {k: set(v) for k, v in (e.get("targeting") or {}).items()} for e in experiments
+        }
+        self._variants = {e["id"]: {v["name"]: v for v in e["variants"]} for e in experiments}
+
+    def route(self, model: str, unit: str, attributes: Mapping[str, Any] | None,
+              now: datetime | None = None) -> tuple[dict[str, Any], dict[str, Any]] | None:  # fmt: skip
+        """(experiment, variant) for a request to ``model`` by ``unit``, or None (not in any experiment)."""
+        if model not in self.models:
+            return None
+        now = now or datetime.now(UTC).replace(tzinfo=None)
+        for layer, exps in self.layers:
+            hit = layer.assign(unit)
+            if hit is None or exps[hit[0]]["model"] != model:
+                continue
+            start, stop = self._bounds[hit[0]]
+            if (start is not None and start > now) or (stop is not None and stop <= now):
+                continue
+            attrs = attributes or {}
+            if any(_hashable(attrs.get(k)) not in allowed for k, allowed in self._targets[hit[0]].items()):
+                continue
+            return exps[hit[0]], self._variants[hit[0]][hit[1]]
+        return None
+
+
+def _parse(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.removesuffix("Z")) if value else None
+
+
+def _hashable(value: Any) -> Any:
+    return value if isinstance(value, str | int | float | bool | type(None)) else repr(value)
+
+
 def route_experiment(experiments: list[dict[str, Any]], model: str, unit: str,
                      attributes: Mapping[str, Any] | None, now: datetime | None = None) -> tuple[dict[str, Any], dict[str, Any]] | None:  # fmt: skip
-    """(experiment, variant) for a request to ``model`` by ``unit``, or None (not in any experiment)."""
-    now = now or datetime.now(UTC).replace(tzinfo=None)
-    layers: dict[str, list[dict[str, Any]]] = {}
-    for e in experiments:
-        layers.setdefault(e["layer"], []).append(e)
-    for layer, exps in layers.items():
-        hit = Layer(layer, [ExperimentSlot(e["id"], e["traffic"], tuple(v["name"] for v in e["variants"]),
-                                           tuple(v["weight"] for v in e["variants"])) for e in exps]).assign(unit)  # fmt: skip
-        if hit is None:
-            continue
-        exp = next(e for e in exps if e["id"] == hit[0])
-        if exp["model"] != model:
-            continue
-        if exp.get("stop_at") and datetime.fromisoformat(exp["stop_at"].removesuffix("Z")) <= now:
-            continue
-        if exp.get("start_at") and datetime.fromisoformat(exp["start_at"].removesuffix("Z")) > now:
-            continue
-        targeting = exp.get("targeting") or {}
-        if any((attributes or {}).get(k) not in allowed for k, allowed in targeting.items()):
-            continue
-        variant = next(v for v in exp["variants"] if v["name"] == hit[1])
-        return exp, variant
-    return None
+    """One-off routing (the gateway keeps an :class:`ExperimentRouter` instead)."""
+    return ExperimentRouter(experiments).route(model, unit, attributes, now)

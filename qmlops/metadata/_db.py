@@ -20,7 +20,7 @@ import pyarrow as pa
 
 from qmlops.exceptions import SchemaVersionError
 
-__all__ = ["Database", "MIGRATIONS", "utcnow", "dumps", "loads"]
+__all__ = ["Database", "MIGRATIONS", "Where", "utcnow", "dumps", "loads", "iso"]
 
 
 def utcnow() -> datetime:
@@ -30,6 +30,36 @@ def utcnow() -> datetime:
 
 def dumps(value: Any) -> str | None:
     return None if value is None else json.dumps(value, sort_keys=True, default=str)
+
+
+def iso(value: datetime | None) -> str | None:
+    """A stored (naive UTC) timestamp as ISO 8601 with a ``Z``; ``None`` stays ``None``."""
+    return value.isoformat() + "Z" if value is not None else None
+
+
+class Where:
+    """A WHERE clause with bound parameters. Column names are trusted identifiers from a repository; values
+    always travel as parameters. ``equal`` skips ``None`` (an absent filter)."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix
+        self.clauses: list[str] = []
+        self.params: list[Any] = []
+
+    def equal(self, **columns: Any) -> Where:
+        for column, value in columns.items():
+            if value is not None:
+                self.add(f"{self.prefix}{column} = ?", value)
+        return self
+
+    def add(self, clause: str, *params: Any) -> Where:
+        self.clauses.append(clause)
+        self.params.extend(params)
+        return self
+
+    @property
+    def sql(self) -> str:
+        return f"WHERE {' AND '.join(self.clauses)}" if self.clauses else ""
 
 
 def loads(value: Any) -> Any:

@@ -8,13 +8,9 @@ from datetime import datetime
 from typing import Any
 
 from qmlops.exceptions import ConflictError, NotFoundError
-from qmlops.metadata._db import Database, dumps, loads, utcnow
+from qmlops.metadata._db import Database, dumps, iso, loads, utcnow
 
 __all__ = ["ExperimentRepository"]
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() + "Z" if value is not None else None
 
 
 def _ts(value: Any) -> datetime:
@@ -30,7 +26,7 @@ def _experiment(row: dict[str, Any]) -> dict[str, Any]:
     for key in ("variants", "targeting", "metrics"):
         out[key] = loads(row[key])
     for key in ("start_at", "stop_at", "created_at"):
-        out[key] = _iso(row[key])
+        out[key] = iso(row[key])
     return out
 
 
@@ -120,4 +116,4 @@ class ExperimentRepository:
             sorted(loads(row["importance"]).items(), key=lambda kv: -kv[1])
         )  # stored key-sorted
         return {**row, "importance": importance, "families": loads(row["families"]),
-                "created_at": _iso(row["created_at"])}  # fmt: skip
+                "created_at": iso(row["created_at"])}  # fmt: skip

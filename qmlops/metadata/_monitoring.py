@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from qmlops.exceptions import NotFoundError, ValidationError
-from qmlops.metadata._db import Database, dumps, loads, utcnow
+from qmlops.metadata._db import Database, Where, dumps, iso, loads, utcnow
 
 __all__ = ["MonitoringRepository", "SEVERITIES", "JOB_STATES"]
 
@@ -21,14 +21,10 @@ JOB_STATES = ("queued", "admitted", "running", "succeeded", "failed", "stopped",
 _ALERT_JSON = ("details", "deliveries")
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() + "Z" if value is not None else None
-
-
 def _alert(row: dict[str, Any]) -> dict[str, Any]:
     out = dict(row)
     for key in ("ts", "acknowledged_at", "last_seen"):
-        out[key] = _iso(row.get(key))
+        out[key] = iso(row.get(key))
     for key in _ALERT_JSON:
         out[key] = loads(row.get(key)) or ({} if key == "details" else [])
     return out
@@ -53,7 +49,7 @@ class MonitoringRepository:
         if row is None:
             return None
         return {"model_version": row["model_version"], "source": row["source"], "stats": loads(row["stats"]),
-                "prediction": loads(row["prediction"]), "created_at": _iso(row["created_at"])}  # fmt: skip
+                "prediction": loads(row["prediction"]), "created_at": iso(row["created_at"])}  # fmt: skip
 
     # -- drift --------------------------------------------------------------------------------------------
     def add_drift(self, model_name: str, model_version: str, report: dict[str, Any]) -> str:
@@ -73,18 +69,13 @@ class MonitoringRepository:
         self, *, model_name: str | None = None, model_version: str | None = None, limit: int = 20,
         full: bool = False,
     ) -> builtins.list[dict[str, Any]]:  # fmt: skip
-        clauses, params = [], []
-        for col, value in (("model_name", model_name), ("model_version", model_version)):
-            if value is not None:
-                clauses.append(f"{col} = ?")
-                params.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        w = Where().equal(model_name=model_name, model_version=model_version)
         rows = self._db.query(
-            f"SELECT * FROM drift_reports {where} ORDER BY ts DESC LIMIT ?", [*params, int(limit)]
+            f"SELECT * FROM drift_reports {w.sql} ORDER BY ts DESC LIMIT ?", [*w.params, int(limit)]
         )
         out = []
         for r in rows:
-            item = {"id": r["id"], "ts": _iso(r["ts"]), "model_name": r["model_name"],
+            item = {"id": r["id"], "ts": iso(r["ts"]), "model_name": r["model_name"],
                     "model_version": r["model_version"], "n_rows": r["n_rows"], "drift_share": r["drift_share"],
                     "drifted": loads(r["drifted"]), "prediction": loads(r["prediction"])}  # fmt: skip
             if full:
@@ -176,19 +167,14 @@ class MonitoringRepository:
         self, *, since: str | None = None, source: str | None = None, subject: str | None = None,
         unacknowledged: bool = False, limit: int = 100,
     ) -> builtins.list[dict[str, Any]]:  # fmt: skip
-        clauses: list[str] = []
-        params: list[Any] = []
-        for col, value in (("source", source), ("subject", subject)):
-            if value is not None:
-                clauses.append(f"{col} = ?")
-                params.append(value)
+        w = Where().equal(source=source, subject=subject)
         if since is not None:
-            clauses.append("ts > ?")
-            params.append(datetime.fromisoformat(since.removesuffix("Z")))
+            w.add("ts > ?", datetime.fromisoformat(since.removesuffix("Z")))
         if unacknowledged:
-            clauses.append("acknowledged_at IS NULL")
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._db.query(f"SELECT * FROM alerts {where} ORDER BY ts DESC LIMIT ?", [*params, int(limit)])
+            w.add("acknowledged_at IS NULL")
+        rows = self._db.query(
+            f"SELECT * FROM alerts {w.sql} ORDER BY ts DESC LIMIT ?", [*w.params, int(limit)]
+        )
         return [_alert(r) for r in rows]
 
     def acknowledge(self, alert_id: str, by: str) -> dict[str, Any]:
@@ -215,14 +201,14 @@ class MonitoringRepository:
             "SELECT * FROM resource_samples QUALIFY row_number() OVER (PARTITION BY node_id ORDER BY ts DESC) = 1 "
             "ORDER BY node_id"
         )
-        return [{**r, "ts": _iso(r["ts"]), "gpus": loads(r["gpus"]) or []} for r in rows]
+        return [{**r, "ts": iso(r["ts"]), "gpus": loads(r["gpus"]) or []} for r in rows]
 
     def samples(self, *, node_id: str | None = None, limit: int = 1000) -> builtins.list[dict[str, Any]]:
         where, params = ("WHERE node_id = ?", [node_id]) if node_id else ("", [])
         rows = self._db.query(
             f"SELECT * FROM resource_samples {where} ORDER BY ts DESC LIMIT ?", [*params, int(limit)]
         )
-        return [{**r, "ts": _iso(r["ts"]), "gpus": loads(r["gpus"]) or []} for r in rows]
+        return [{**r, "ts": iso(r["ts"]), "gpus": loads(r["gpus"]) or []} for r in rows]
 
     # -- job queue ----------------------------------------------------------------------------------------
     def enqueue_job(self, job: dict[str, Any]) -> dict[str, Any]:
@@ -283,12 +269,12 @@ class MonitoringRepository:
 
     def losses(self) -> builtins.list[dict[str, Any]]:
         rows = self._db.query("SELECT * FROM prediction_log_loss ORDER BY detected_at DESC")
-        return [{**r, "detected_at": _iso(r["detected_at"])} for r in rows]
+        return [{**r, "detected_at": iso(r["detected_at"])} for r in rows]
 
 
 def _job(row: dict[str, Any]) -> dict[str, Any]:
     out = dict(row)
     out["runtime_env"] = loads(row["runtime_env"])
     for key in ("submitted_at", "admitted_at", "ended_at"):
-        out[key] = _iso(row[key])
+        out[key] = iso(row[key])
     return out

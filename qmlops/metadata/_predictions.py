@@ -10,7 +10,7 @@ import numpy as np
 import pyarrow as pa
 
 from qmlops.exceptions import ValidationError
-from qmlops.metadata._db import Database, loads, utcnow
+from qmlops.metadata._db import Database, Where, iso, loads, utcnow
 
 __all__ = ["PredictionRepository", "PREDICTION_SCHEMA", "online_accuracy"]
 
@@ -32,6 +32,7 @@ PREDICTION_SCHEMA = pa.schema(
     ]
 )
 _REQUIRED = ("request_id", "ts", "model_name", "status")
+_QUANTILES = (50, 75, 90, 95, 99)
 
 
 def _to_arrow(rows: pa.Table | Sequence[Mapping[str, Any]]) -> pa.Table:
@@ -82,100 +83,64 @@ class PredictionRepository:
         status: str | None = None, limit: int = 100,
     ) -> list[dict[str, Any]]:  # fmt: skip
         """Newest first; ``since_s`` is a look-back window in seconds."""
-        clauses, params = _filters(model_name, since_s)
-        for col, value in (("request_id", request_id), ("status", status)):
-            if value is not None:
-                clauses.append(f"{col} = ?")
-                params.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._db.query(f"SELECT * FROM predictions {where} ORDER BY ts DESC, seq DESC LIMIT ?",
-                              [*params, int(limit)])  # fmt: skip
-        return [{**r, "ts": r["ts"].isoformat() + "Z", "inputs": loads(r["inputs"])} for r in rows]
+        w = Where().equal(model_name=model_name, request_id=request_id, status=status)
+        if since_s is not None:
+            w.add("ts > ?", utcnow() - timedelta(seconds=float(since_s)))
+        rows = self._db.query(f"SELECT * FROM predictions {w.sql} ORDER BY ts DESC, seq DESC LIMIT ?",
+                              [*w.params, int(limit)])  # fmt: skip
+        return [{**r, "ts": iso(r["ts"]), "inputs": loads(r["inputs"])} for r in rows]
 
     def window_stats(self, *, window_s: float = 300.0, model_name: str | None = None) -> list[dict[str, Any]]:
-        """Per model version and variant over the last ``window_s`` seconds of the log: requests, throughput,
-        error rate, latency percentiles (answered requests), and online accuracy from feedback joined by
-        request_id (IC, Rank IC, hit rate, MSE; ``None`` below 3 labelled rows)."""
-        clauses, params = _filters(model_name, window_s)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._db.query(
-            f"""SELECT model_name, model_id, model_version, variant, count(*) AS requests,
-                       count(*) FILTER (WHERE status <> 'ok') AS errors,
-                       quantile_cont(latency_ms, 0.5) FILTER (WHERE status = 'ok') AS p50_ms,
-                       quantile_cont(latency_ms, 0.95) FILTER (WHERE status = 'ok') AS p95_ms,
-                       quantile_cont(latency_ms, 0.99) FILTER (WHERE status = 'ok') AS p99_ms,
-                       min(ts) AS first_ts, max(ts) AS last_ts
-                FROM predictions {where}
-                GROUP BY ALL ORDER BY model_name, model_version, variant""",
-            params,
-        )  # fmt: skip
-        labelled = self._db.query(
-            f"""SELECT p.model_id, p.variant, p.output, f.value
-                FROM predictions p JOIN (SELECT request_id, last(value ORDER BY ts) AS value FROM feedback
-                                         GROUP BY request_id) f USING (request_id)
-                {where.replace("model_name", "p.model_name").replace("ts >", "p.ts >")}
-                {"AND" if where else "WHERE"} p.status = 'ok' AND p.output IS NOT NULL""",
-            params,
-        )  # fmt: skip
-        pairs: dict[tuple[Any, Any], list[tuple[float, float]]] = {}
-        for r in labelled:
-            pairs.setdefault((r["model_id"], r["variant"]), []).append(
-                (float(r["output"]), float(r["value"]))
-            )
-        out = []
-        for r in rows:
-            n, errors = int(r["requests"]), int(r["errors"])
-            item = {k: r[k] for k in ("model_name", "model_id", "model_version", "variant", "p50_ms", "p95_ms",
-                                      "p99_ms")}  # fmt: skip
-            item |= {"requests": n, "errors": errors, "error_rate": errors / n if n else None,
-                     "throughput_rps": n / window_s, "window_s": window_s}  # fmt: skip
-            item |= online_accuracy(pairs.get((r["model_id"], r["variant"]), []))
-            out.append(item)
-        return out
+        """Per model version and variant over the last ``window_s`` seconds of the log (see :meth:`_aggregate`),
+        with the throughput over the window."""
+        w = (
+            Where("p.")
+            .equal(model_name=model_name)
+            .add("p.ts > ?", utcnow() - timedelta(seconds=float(window_s)))
+        )
+        rows = self._aggregate(w, ("model_name", "model_id", "model_version", "variant"))
+        return [r | {"throughput_rps": r["requests"] / window_s, "window_s": window_s} for r in rows]
 
     def version_stats(self, since_epoch: float, model_ids: list[str]) -> dict[str, dict[str, Any]]:
-        """Per registry version id since a UNIX time: the fields rollout gates compare (requests, errors,
-        error_rate, ok_requests, p50..p99 latency of answered requests) and online accuracy from feedback."""
+        """Per registry version id since a UNIX time: the figures rollout gates compare (:meth:`_aggregate`)."""
         if not model_ids:
             return {}
         since = datetime.fromtimestamp(float(since_epoch), UTC).replace(tzinfo=None)
-        marks = ", ".join("?" for _ in model_ids)
+        w = (
+            Where()
+            .add("p.ts > ?", since)
+            .add(f"p.model_id IN ({', '.join('?' for _ in model_ids)})", *model_ids)
+        )
+        return {r["model_id"]: r for r in self._aggregate(w, ("model_id",))}
+
+    def _aggregate(self, where: Where, keys: tuple[str, ...]) -> list[dict[str, Any]]:
+        """Rows of the log matching ``where`` (alias ``p``), grouped by ``keys``: requests, errors, error rate,
+        answered requests, latency percentiles of the answered ones (p50 .. p99), and online accuracy from
+        feedback joined by request_id (IC, Rank IC, hit rate, MSE; ``None`` below 3 labelled rows)."""
+        cols = ", ".join(f"p.{k}" for k in keys)
+        quantiles = ", ".join(f"quantile_cont(p.latency_ms, {q / 100}) FILTER (WHERE p.status = 'ok') AS p{q}_ms"
+                              for q in _QUANTILES)  # fmt: skip
         rows = self._db.query(
-            f"""SELECT model_id, count(*) AS requests, count(*) FILTER (WHERE status <> 'ok') AS errors,
-                       {", ".join(f"quantile_cont(latency_ms, {q / 100}) FILTER (WHERE status = 'ok') AS p{q}_ms"
-                                  for q in (50, 75, 90, 95, 99))}
-                FROM predictions WHERE ts > ? AND model_id IN ({marks}) GROUP BY model_id""",
-            [since, *model_ids],
+            f"""SELECT {cols}, count(*) AS requests, count(*) FILTER (WHERE p.status <> 'ok') AS errors, {quantiles}
+                FROM predictions p {where.sql} GROUP BY {cols} ORDER BY {cols}""",
+            where.params,
         )  # fmt: skip
         labelled = self._db.query(
-            f"""SELECT p.model_id, p.output, f.value FROM predictions p
+            f"""SELECT {cols}, p.output, f.value FROM predictions p
                 JOIN (SELECT request_id, last(value ORDER BY ts) AS value FROM feedback GROUP BY request_id) f
                 USING (request_id)
-                WHERE p.ts > ? AND p.model_id IN ({marks}) AND p.status = 'ok' AND p.output IS NOT NULL""",
-            [since, *model_ids],
+                {where.sql} {"AND" if where.clauses else "WHERE"} p.status = 'ok' AND p.output IS NOT NULL""",
+            where.params,
         )  # fmt: skip
-        pairs: dict[str, list[tuple[float, float]]] = {}
+        pairs: dict[tuple[Any, ...], list[tuple[float, float]]] = {}
         for r in labelled:
-            pairs.setdefault(r["model_id"], []).append((float(r["output"]), float(r["value"])))
-        out = {}
+            pairs.setdefault(tuple(r[k] for k in keys), []).append((float(r["output"]), float(r["value"])))
+        out = []
         for r in rows:
             n, errors = int(r["requests"]), int(r["errors"])
-            out[r["model_id"]] = {"requests": n, "errors": errors, "error_rate": errors / n if n else None,
-                                  "ok_requests": n - errors, **{f"p{q}_ms": r[f"p{q}_ms"] for q in (50, 75, 90, 95, 99)},
-                                  **online_accuracy(pairs.get(r["model_id"], []))}  # fmt: skip
+            out.append({**r, "error_rate": errors / n if n else None, "ok_requests": n - errors,
+                        **online_accuracy(pairs.get(tuple(r[k] for k in keys), []))})  # fmt: skip
         return out
-
-
-def _filters(model_name: str | None, since_s: float | None) -> tuple[list[str], list[Any]]:
-    clauses: list[str] = []
-    params: list[Any] = []
-    if model_name is not None:
-        clauses.append("model_name = ?")
-        params.append(model_name)
-    if since_s is not None:
-        clauses.append("ts > ?")
-        params.append(utcnow() - timedelta(seconds=float(since_s)))
-    return clauses, params
 
 
 def online_accuracy(pairs: Sequence[tuple[float, float]]) -> dict[str, Any]:

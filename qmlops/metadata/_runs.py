@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from qmlops.exceptions import ConflictError, NotFoundError, ValidationError
-from qmlops.metadata._db import Database, dumps, loads, utcnow
+from qmlops.metadata._db import Database, Where, dumps, loads, utcnow
 
 __all__ = ["RunRecord", "RunMetric", "RunRepository", "RUN_KINDS", "RUN_STATUSES"]
 
@@ -187,14 +187,10 @@ class RunRepository:
         parent_id: str | None = None,
         limit: int = 50,
     ) -> builtins.list[RunRecord]:
-        clauses, params = [], []
-        for column, value in (("kind", kind), ("status", status), ("parent_id", parent_id)):
-            if value is not None:
-                clauses.append(f"{column} = ?")
-                params.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        w = Where().equal(kind=kind, status=status, parent_id=parent_id)
         rows = self._db.query(
-            f"SELECT {_COLUMNS} FROM runs {where} ORDER BY started_at DESC, id LIMIT ?", [*params, int(limit)]
+            f"SELECT {_COLUMNS} FROM runs {w.sql} ORDER BY started_at DESC, id LIMIT ?",
+            [*w.params, int(limit)],
         )
         return [_record(r) for r in rows]
 

@@ -4,20 +4,15 @@ from __future__ import annotations
 
 import builtins
 import uuid
-from datetime import datetime
 from typing import Any
 
 from qmlops.exceptions import ConflictError, NotFoundError
-from qmlops.metadata._db import Database, dumps, loads, utcnow
+from qmlops.metadata._db import Database, Where, dumps, iso, loads, utcnow
 
 __all__ = ["ServingRepository"]
 
 _ROLLOUT_COLUMNS = ("id, model, strategy, from_version, to_version, state, step, options, gates, reason, created_at, "
                     "updated_at, step_started_at, ended_at")  # fmt: skip
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value is not None else None
 
 
 class ServingRepository:
@@ -120,7 +115,7 @@ class ServingRepository:
         rows = self._db.query("SELECT seq, ts, kind, detail FROM rollout_events WHERE rollout_id = ? ORDER BY seq",
                               [rollout_id])  # fmt: skip
         return [
-            {"seq": r["seq"], "ts": _iso(r["ts"]), "kind": r["kind"], "detail": loads(r["detail"]) or {}}
+            {"seq": r["seq"], "ts": iso(r["ts"]), "kind": r["kind"], "detail": loads(r["detail"]) or {}}
             for r in rows
         ]
 
@@ -136,16 +131,11 @@ class ServingRepository:
     def checks(
         self, *, rollout_id: str | None = None, model_version: str | None = None, limit: int = 100
     ) -> builtins.list[dict[str, Any]]:
-        clauses, params = [], []
-        for col, value in (("rollout_id", rollout_id), ("model_version", model_version)):
-            if value is not None:
-                clauses.append(f"{col} = ?")
-                params.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
+        w = Where().equal(rollout_id=rollout_id, model_version=model_version)
         rows = self._db.query(
-            f"SELECT * FROM deployment_checks {where} ORDER BY ts DESC LIMIT ?", [*params, int(limit)]
+            f"SELECT * FROM deployment_checks {w.sql} ORDER BY ts DESC LIMIT ?", [*w.params, int(limit)]
         )
-        return [{**r, "ts": _iso(r["ts"]), "result": loads(r["result"]) or {}} for r in rows]
+        return [{**r, "ts": iso(r["ts"]), "result": loads(r["result"]) or {}} for r in rows]
 
     # -- feedback -----------------------------------------------------------------------------------------
     def add_feedback(self, rows: builtins.list[tuple[str, float]]) -> int:
@@ -159,34 +149,10 @@ class ServingRepository:
         rows = self._db.query("SELECT value FROM feedback WHERE request_id = ? ORDER BY ts", [request_id])
         return [float(r["value"]) for r in rows]
 
-    # -- alerts -------------------------------------------------------------------------------------------
-    def add_alert(self, severity: str, source: str, message: str, *, subject: str | None = None,
-                  details: dict[str, Any] | None = None) -> str:  # fmt: skip
-        alert_id = "al-" + uuid.uuid4().hex[:12]
-        now = utcnow()
-        self._db.execute("INSERT INTO alerts (id, ts, severity, source, subject, message, details, dedup_key, "
-                         "repeats, last_seen, deliveries) VALUES (?, ?, ?, ?, ?, ?, ?, ?, 0, ?, '[]')",
-                         [alert_id, now, severity, source, subject, message, dumps(details or {}),
-                          f"{source}|{subject or ''}|{alert_id}", now])  # fmt: skip
-        return alert_id
-
-    def alerts(
-        self, *, source: str | None = None, subject: str | None = None, limit: int = 100
-    ) -> builtins.list[dict[str, Any]]:
-        clauses, params = [], []
-        for col, value in (("source", source), ("subject", subject)):
-            if value is not None:
-                clauses.append(f"{col} = ?")
-                params.append(value)
-        where = f"WHERE {' AND '.join(clauses)}" if clauses else ""
-        rows = self._db.query(f"SELECT * FROM alerts {where} ORDER BY ts DESC LIMIT ?", [*params, int(limit)])
-        return [{**r, "ts": _iso(r["ts"]), "acknowledged_at": _iso(r["acknowledged_at"]),
-                 "details": loads(r["details"]) or {}} for r in rows]  # fmt: skip
-
 
 def _table(row: dict[str, Any]) -> dict[str, Any]:
     return {"model": row["model"], "revision": row["revision"], "salt": row["salt"], "sticky_field": row["sticky_field"],
-            "entries": loads(row["entries"]), "updated_at": _iso(row["updated_at"])}  # fmt: skip
+            "entries": loads(row["entries"]), "updated_at": iso(row["updated_at"])}  # fmt: skip
 
 
 def _rollout(row: dict[str, Any]) -> dict[str, Any]:
@@ -194,5 +160,5 @@ def _rollout(row: dict[str, Any]) -> dict[str, Any]:
     out["options"] = loads(row["options"]) or {}
     out["gates"] = loads(row["gates"])
     for key in ("created_at", "updated_at", "step_started_at", "ended_at"):
-        out[key] = _iso(row[key])
+        out[key] = iso(row[key])
     return out

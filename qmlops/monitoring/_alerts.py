@@ -27,7 +27,7 @@ from dataclasses import asdict, dataclass
 from email.message import EmailMessage
 from typing import Any
 
-from qmlops.exceptions import ValidationError
+from qmlops.exceptions import ValidationError, reject_unknown
 
 __all__ = ["AlertRule", "AlertChannel", "AlertManager", "DEFAULT_RULES", "CHANNEL_KINDS", "deliver",
            "install_defaults"]  # fmt: skip
@@ -97,10 +97,7 @@ class AlertRule:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> AlertRule:
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValidationError(f"unknown rule field {unknown[0]!r}", field=unknown[0])
+        reject_unknown(data, cls.__dataclass_fields__, "rule field")
         try:
             return cls(**dict(data)).validate()
         except TypeError as exc:
@@ -286,6 +283,18 @@ class AlertManager:
                 else:
                     self._deliver(alert)
         return fired
+
+    def notify(self, source: str, subject: str, severity: str, message: str,
+               details: dict[str, Any] | None = None) -> dict[str, Any]:  # fmt: skip
+        """An event that is an alert by itself (a rollback, say): stored, never deduplicated, and sent."""
+        self._refresh()
+        alert, _ = self.store.monitoring.fire_alert(rule=None, severity=severity, source=source, subject=subject,
+                                                    message=message, details=details, cooldown_s=0.0)  # fmt: skip
+        if self.executor is not None:
+            self.executor.submit(self._deliver, alert)
+        else:
+            self._deliver(alert)
+        return dict(alert)
 
     def _deliver(self, alert: dict[str, Any]) -> None:
         try:

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from qmlops.exceptions import ValidationError
+from qmlops.exceptions import ValidationError, reject_unknown
 from qmlops.monitoring._alerts import AlertManager
 from qmlops.monitoring._drift import FeatureReference
 from qmlops.monitoring._monitor import DriftMonitor
@@ -127,18 +127,11 @@ class GatewayMonitor:
     @staticmethod
     def check_options(options: dict[str, Any]) -> tuple[LogOptions, dict[str, Any]]:
         """Validated (log options, drift options); a ``ValidationError`` names the bad key."""
-        unknown = sorted(set(options) - {"enabled", "log", "drift", "metrics_every_s", "metrics_window_s"})
-        if unknown:
-            raise ValidationError(
-                f"unknown monitoring option {unknown[0]!r}", field=f"monitoring.{unknown[0]}"
-            )
+        reject_unknown(options, ("enabled", "log", "drift", "metrics_every_s", "metrics_window_s"),
+                       "monitoring option", prefix="monitoring.")  # fmt: skip
         log_options = LogOptions.from_dict(options.get("log"))
+        reject_unknown(options.get("drift") or {}, DRIFT_DEFAULTS, "drift option", prefix="monitoring.drift.")
         drift = {**DRIFT_DEFAULTS, **(options.get("drift") or {})}
-        unknown = sorted(set(drift) - set(DRIFT_DEFAULTS))
-        if unknown:
-            raise ValidationError(
-                f"unknown drift option {unknown[0]!r}", field=f"monitoring.drift.{unknown[0]}"
-            )
         for key in ("metrics_every_s", "metrics_window_s"):
             if key in options and not float(options[key]) > 0:
                 raise ValidationError(f"{key} must be > 0", field=f"monitoring.{key}")

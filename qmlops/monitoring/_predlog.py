@@ -123,10 +123,9 @@ class PredictionLog:
         self._buffer: list[tuple[Any, ...]] = []
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self.answered = 0
         self.flushed = 0
         self.failed_flushes = 0
-        self.seq = 0
+        self.seq = 0  # rows answered so far; also each row's sequence number in the log
         self.last_flush = time.time()
         self._counters = _Counters(directory / f"{socket.gethostname()}__{os.getpid()}__{replica}.cnt")
 
@@ -142,8 +141,7 @@ class PredictionLog:
                 out = outputs[i] if outputs is not None else None
                 self._buffer.append((rid, ts, model_name, model_id, version, variant, rows[i], out, latency_ms,
                                      status, self.seq))  # fmt: skip
-            self.answered += n
-            self._counters.write(self.answered, self.flushed)
+            self._counters.write(self.seq, self.flushed)
 
     def due(self) -> bool:
         return len(self._buffer) >= self.options.max_buffer or (
@@ -184,7 +182,7 @@ class PredictionLog:
                 return 0
             with self._lock:
                 self.flushed += len(items)
-                self._counters.write(self.answered, self.flushed)
+                self._counters.write(self.seq, self.flushed)
             return len(items)
 
     async def run(self) -> None:
@@ -198,9 +196,9 @@ class PredictionLog:
     def close(self) -> None:
         """Graceful shutdown: flush everything; the counter file goes (nothing was lost)."""
         self.flush()
-        if self.answered == self.flushed:
+        if self.seq == self.flushed:
             self._counters.remove()
 
     def status(self) -> dict[str, Any]:
-        return {"replica": self.replica, "pid": os.getpid(), "answered": self.answered, "flushed": self.flushed,
+        return {"replica": self.replica, "pid": os.getpid(), "answered": self.seq, "flushed": self.flushed,
                 "buffered": len(self._buffer), "failed_flushes": self.failed_flushes}  # fmt: skip

@@ -34,7 +34,7 @@ import pandas as pd
 
 from qmlops import storage
 from qmlops.config import Settings, get_settings
-from qmlops.exceptions import QmlopsError, ValidationError
+from qmlops.exceptions import QmlopsError, ValidationError, reject_unknown
 from qmlops.metadata import MetadataStore, RemoteMetadataStore, get_store
 from qmlops.training._catalogue import ModelType, get_model_type
 from qmlops.training._early_stopping import EarlyStopper, parse_early_stopping
@@ -139,10 +139,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> TrainConfig:
-        known = set(cls.__dataclass_fields__)
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValidationError(f"unknown training option(s): {', '.join(unknown)}", field=unknown[0])
+        reject_unknown(data, cls.__dataclass_fields__, "training option")
         values = dict(data)
         if "split" in values:
             values["split"] = tuple(values["split"])

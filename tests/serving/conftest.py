@@ -7,10 +7,8 @@ LightGBM versions of ``alpha`` (different parameters, so their predictions diffe
 from __future__ import annotations
 
 import socket
-import threading
 import time
 import uuid
-from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +16,10 @@ from typing import Any
 
 import httpx
 import pytest
+
+from qmlops.serving._traffic import Traffic
+
+__all__ = ["Served", "Traffic", "free_port"]  # Traffic: background clients for rollouts under load
 
 
 def free_port() -> int:
@@ -79,41 +81,3 @@ def served(ray_cluster: object, tmp_path_factory: pytest.TempPathFactory) -> Ite
 
         serve.shutdown()
         shutdown_remote()
-
-
-class Traffic:
-    """Background clients posting predictions with random user ids; counts answers per status and version."""
-
-    def __init__(self, url: str, model: str, rows: list[dict[str, float]], threads: int = 3) -> None:
-        self.url, self.model, self.rows = url, model, rows
-        self.status: Counter[int] = Counter()
-        self.versions: Counter[str] = Counter()
-        self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,), daemon=True) for i in range(threads)]
-
-    def _run(self, seed: int) -> None:
-        import random
-
-        rng = random.Random(seed)
-        with httpx.Client(base_url=self.url, timeout=60.0) as client:
-            while not self._stop.is_set():
-                body = {"model": self.model, "user_id": f"u{rng.randrange(10**6)}",
-                        "features": self.rows[rng.randrange(len(self.rows))]}  # fmt: skip
-                try:
-                    r = client.post("/v1/predict", json=body)
-                except httpx.HTTPError:
-                    self.status[-1] += 1
-                    continue
-                self.status[r.status_code] += 1
-                if r.status_code == 200:
-                    self.versions[r.json()["model_version"]] += 1
-
-    def __enter__(self) -> Traffic:
-        for t in self._threads:
-            t.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        for t in self._threads:
-            t.join(timeout=60)

@@ -87,7 +87,7 @@ def test_canary_rolls_back_by_itself(served: Served, fault: dict, reason: str) -
         assert _state(drill.id) == "rolled_back"
         table = ServeService().table("alpha")
         assert table.entry_for(drill.id) is None and table.route("anyone").version == 1
-        alerts = get_store().serving.alerts(source="rollout", subject="alpha")
+        alerts = get_store().monitoring.alerts(source="rollout", subject="alpha")
         assert (
             alerts
             and alerts[0]["details"]["rollout_id"] == rollout["id"]
