@@ -356,9 +356,7 @@ def _summary(console: Console, out: DemoResult) -> None:
 def _write_report(console: Console, out: DemoResult) -> None:
     """One HTML page over every stage: data, features, training curves, tuning, deployments with their gates,
     drift, the experiment and the explanations (the detailed reports are linked)."""
-    import base64
     import html
-    import io
     from pathlib import Path
 
     import matplotlib
@@ -369,6 +367,7 @@ def _write_report(console: Console, out: DemoResult) -> None:
     from qmlops.config import get_settings
     from qmlops.experiments import ExperimentService
     from qmlops.metadata import get_store
+    from qmlops.reporting import img_tag, png_bytes
 
     store = get_store()
     esc = html.escape
@@ -379,12 +378,6 @@ def _write_report(console: Console, out: DemoResult) -> None:
             "<tr>" + "".join(f"<td>{esc(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>" for r in rows
         )
         return f"<table><tr>{head}</tr>{body}</table>"
-
-    def png(fig: Any) -> str:
-        buf = io.BytesIO()
-        fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-        plt.close(fig)
-        return f"<img src='data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}'/>"
 
     parts = ["<h1>qmlops demo report</h1>"]
     ds = store.datasets.get(out.dataset_id)
@@ -412,7 +405,7 @@ def _write_report(console: Console, out: DemoResult) -> None:
              "stop": r.stop_reason, "report": r.report_uri} for r in runs]  # fmt: skip
     parts.append(
         "<h2>3. Training</h2>"
-        + png(fig)
+        + img_tag(png_bytes(fig), "validation loss per step")
         + table(rows, ["run", "type", "test IC", "Rank IC", "stop", "report"])
     )
     trials = store.runs.list(kind="trial", parent_id=out.stages.get("tune_run"), limit=100)
@@ -449,8 +442,7 @@ def _write_report(console: Console, out: DemoResult) -> None:
                                                       "test", "p_value", "adjusted_p_value", "always_valid_p_value"]))  # fmt: skip
     fam = out.stages.get("explain_families")
     if fam is not None:
-        plots = "".join(f"<img src='data:image/png;base64,{base64.b64encode(v).decode()}'/>"
-                        for v in out.stages.get("explain_plots", {}).values())  # fmt: skip
+        plots = "".join(img_tag(v, k) for k, v in out.stages.get("explain_plots", {}).items())
         parts.append("<h2>11. Explanations</h2>" + fam.reset_index().to_html(float_format=lambda v: f"{v:.4f}", border=0)
                      + plots)  # fmt: skip
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>qmlops demo</title><style>body{font-family:"

@@ -18,9 +18,7 @@ always-valid mSPRT p-value, so looking at results while the experiment runs does
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 import uuid
 from collections.abc import Mapping, Sequence
@@ -34,6 +32,7 @@ from qmlops.experiments._analysis import METRIC_TESTS, analyze_experiment
 from qmlops.experiments._assignment import ExperimentSlot, Layer
 from qmlops.experiments._sequential import msprt_p_values
 from qmlops.experiments._stats import srm_check
+from qmlops.reporting import img_tag, png_bytes
 
 __all__ = ["ExperimentRouter", "ExperimentService", "gateway_experiments", "route_experiment"]
 
@@ -272,10 +271,7 @@ class ExperimentService:
         """HTML: units per variant, SRM, a table per metric, the metric over time and CI per variant (PNG)."""
         res = self.results(ref, alpha=alpha)
         exp = res["experiment"]
-        plots = "".join(
-            f"<h3>{html.escape(k)}</h3><img src='data:image/png;base64,{v}'/>"
-            for k, v in self._plots(exp, res).items()
-        )
+        plots = "".join(f"<h3>{html.escape(k)}</h3>{img_tag(v, k)}" for k, v in self._plots(exp, res).items())
         rows = "".join(
             f"<tr><td>{html.escape(m['metric'])}</td><td>{html.escape(m['variant'])}</td><td>{m['control_mean']:.4g}</td>"
             f"<td>{m['variant_mean']:.4g}</td><td>{m['relative_lift']:+.2%}</td><td>[{m['relative_ci'][0]:+.2%}, "
@@ -291,7 +287,7 @@ class ExperimentService:
                 "<th>control</th><th>variant</th><th>lift</th><th>CI</th><th>test</th><th>p</th><th>Holm p</th>"
                 f"<th>always-valid p</th><th>significant</th></tr>{rows}</table>{plots}</body></html>")  # fmt: skip
 
-    def _plots(self, exp: dict[str, Any], res: dict[str, Any]) -> dict[str, str]:
+    def _plots(self, exp: dict[str, Any], res: dict[str, Any]) -> dict[str, bytes]:
         import matplotlib
 
         matplotlib.use("Agg")
@@ -308,8 +304,7 @@ class ExperimentService:
             ax.axvline(0, color="grey", lw=1)
             ax.set_yticks(range(len(labels)), labels)
             ax.set_xlabel("relative lift vs control (CI)")
-            out["confidence intervals per variant"] = _png(fig)
-            plt.close(fig)
+            out["confidence intervals per variant"] = png_bytes(fig, dpi=100)
         rows = self.store.experiments.unit_events(exp["id"])
         units = {r["unit_id"]: r["variant"] for r in self.store.experiments.units(exp["id"])}
         if rows:
@@ -323,15 +318,8 @@ class ExperimentService:
                     ax.step(times, np.arange(1, len(times) + 1), where="post", label=v)
             ax.set_ylabel(f"users with '{event}'")
             ax.legend()
-            out[f"{event} over time"] = _png(fig)
-            plt.close(fig)
+            out[f"{event} over time"] = png_bytes(fig, dpi=100)
         return out
-
-
-def _png(fig: Any) -> str:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    return base64.b64encode(buf.getvalue()).decode()
 
 
 def gateway_experiments(store: Any) -> list[dict[str, Any]]:

@@ -15,7 +15,6 @@ bar, beeswarm, family ranking) in one HTML page.
 
 from __future__ import annotations
 
-import base64
 import html
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,8 +23,9 @@ import numpy as np
 import pandas as pd
 
 from qmlops.exceptions import ValidationError
-from qmlops.explain._shap import Explanation, ModelExplainer, to_png
+from qmlops.explain._shap import Explanation, ModelExplainer
 from qmlops.features import feature_family
+from qmlops.reporting import img_tag, png_bytes
 
 __all__ = ["ImpactReport", "impact_analysis", "render_report"]
 
@@ -136,21 +136,18 @@ def _plots(report: ImpactReport) -> dict[str, bytes]:
     ax.barh(top.index[::-1], top["shap_share"][::-1], color="#3b6ea5")
     ax.set_xlabel("share of mean |SHAP|")
     ax.set_title(f"{report.model} v{report.version}: top features")
-    out["summary_bar"] = to_png(fig)
-    plt.close(fig)
+    out["summary_bar"] = png_bytes(fig, dpi=110)
     e = report.explanation
     plt.figure()
     shap.summary_plot(e.values, e.rows, feature_names=e.feature_names, max_display=20, show=False)
     fig = plt.gcf()
-    out["beeswarm"] = to_png(fig)
-    plt.close(fig)
+    out["beeswarm"] = png_bytes(fig, dpi=110)
     fam = report.families.head(20)
     fig, ax = plt.subplots(figsize=(7, 5))
     ax.barh(fam.index[::-1], fam["shap_share"][::-1], color="#c0504d")
     ax.set_xlabel("share of mean |SHAP| (family total)")
     ax.set_title("indicator families")
-    out["family_ranking"] = to_png(fig)
-    plt.close(fig)
+    out["family_ranking"] = png_bytes(fig, dpi=110)
     return out
 
 
@@ -160,8 +157,9 @@ def render_report(report: ImpactReport) -> str:
     def table(frame: pd.DataFrame) -> str:
         return frame.to_html(float_format=lambda v: f"{v:.4f}", border=0, classes="t")
 
-    imgs = "".join(f"<h3>{html.escape(k.replace('_', ' '))}</h3><img src='data:image/png;base64,"
-                   f"{base64.b64encode(v).decode()}'/>" for k, v in report.plots.items())  # fmt: skip
+    imgs = "".join(
+        f"<h3>{html.escape(k.replace('_', ' '))}</h3>{img_tag(v, k)}" for k, v in report.plots.items()
+    )
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(report.model)} v{report.version}"
             " explanations</title><style>body{font-family:sans-serif;margin:2em}table.t td,table.t th{padding:2px 8px;"
             "text-align:right}</style></head><body>"

@@ -14,7 +14,6 @@ output on its own training data.
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass
 from typing import Any
@@ -140,9 +139,3 @@ class ModelExplainer:
             values = np.asarray(result.values, dtype=np.float64)
             base = float(np.asarray(result.base_values).reshape(-1)[0])
         return Explanation(self.feature_names, values.reshape(len(x), -1), base, predictions, x, self.method)
-
-
-def to_png(fig: Any) -> bytes:
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
-    return buf.getvalue()

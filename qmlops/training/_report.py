@@ -6,9 +6,7 @@ can be rendered from Ray workers and threads. Every user-supplied string is HTML
 
 from __future__ import annotations
 
-import base64
 import html
-import io
 import math
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -17,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from qmlops import storage
+from qmlops.reporting import img_tag, png_bytes
 
 __all__ = ["render_training_report", "training_plots", "write_training_report"]
 
@@ -38,15 +37,6 @@ def _fmt(value: Any) -> str:
     if isinstance(value, float | np.floating):
         return "n/a" if not math.isfinite(float(value)) else f"{float(value):.4g}"
     return html.escape(str(value))
-
-
-def _png(fig: Any) -> bytes:
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    FigureCanvasAgg(fig)
-    buffer = io.BytesIO()
-    fig.savefig(buffer, format="png", dpi=90, bbox_inches="tight")
-    return buffer.getvalue()
 
 
 def _clean(series: pd.Series) -> pd.Series:
@@ -86,7 +76,7 @@ def training_plots(
             twin.legend(loc="upper right")
         ax.legend(loc="upper left")
     ax.set_title("training curves")
-    plots["curves"] = _png(fig)
+    plots["curves"] = png_bytes(fig)
 
     fig = Figure(figsize=(8, 3.2))
     ax = fig.add_subplot()
@@ -103,7 +93,7 @@ def training_plots(
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_title("daily IC on the test segment")
     fig.autofmt_xdate()
-    plots["daily_ic"] = _png(fig)
+    plots["daily_ic"] = png_bytes(fig)
 
     fig = Figure(figsize=(8, 3.2))
     ax = fig.add_subplot()
@@ -113,7 +103,7 @@ def training_plots(
     ax.axhline(0, color="grey", lw=0.8)
     ax.set_title("cumulative top-k long-short return (test)")
     fig.autofmt_xdate()
-    plots["cumulative_return"] = _png(fig)
+    plots["cumulative_return"] = png_bytes(fig)
 
     if feature_importance is not None and len(_clean(feature_importance)):
         top = _clean(feature_importance).sort_values(ascending=False).head(top_features)[::-1]
@@ -121,7 +111,7 @@ def training_plots(
         ax = fig.add_subplot()
         ax.barh([str(i) for i in top.index], top.to_numpy(), color="tab:orange")
         ax.set_title(f"feature importance (top {len(top)})")
-        plots["feature_importance"] = _png(fig)
+        plots["feature_importance"] = png_bytes(fig)
     return plots
 
 
@@ -162,8 +152,7 @@ def render_training_report(
     summary_rows.append(("params", params_html))
     metric_rows = [(str(k), _fmt(v)) for k, v in evaluation.items()]
     figures = "".join(
-        f'<figure><img alt="{name}" src="data:image/png;base64,{base64.b64encode(png).decode()}">'
-        f"<figcaption>{_CAPTIONS[name]}</figcaption></figure>"
+        f"<figure>{img_tag(png, name)}<figcaption>{_CAPTIONS[name]}</figcaption></figure>"
         for name, png in plots.items()
     )
     rows = list(epochs)
