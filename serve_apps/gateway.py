@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from ray import serve
 
 from qmlops.config import Settings
@@ -690,3 +690,107 @@ class Gateway:
             raise ClientError(422, "alpha", "must lie in (0, 1)")
         service = ExperimentService(self.store, self.settings)
         return JSONResponse(await self._off_loop(service.results, experiment, alpha=alpha, ci=ci))
+
+    # -- the web page and the reads behind it -------------------------------------------------------------
+    @api.get("/ui", include_in_schema=False)
+    async def ui_page(self) -> Response:
+        from qmlops.ui import static_file
+
+        return Response(static_file("index.html"), media_type="text/html; charset=utf-8")
+
+    @api.get("/ui/{name}", include_in_schema=False)
+    async def ui_file(self, name: str) -> Response:
+        from qmlops.ui import STATIC_TYPES, static_file
+
+        if name not in STATIC_TYPES:
+            raise ClientError(
+                404, "name", f"no such page file; the page serves {', '.join(sorted(STATIC_TYPES))}"
+            )
+        return Response(static_file(name), media_type=STATIC_TYPES[name] + "; charset=utf-8",
+                        headers={"Cache-Control": "no-cache"})  # fmt: skip
+
+    @api.get("/v1/registry/models")
+    async def registry_models(self) -> JSONResponse:
+        """Every registered model: versions with lifecycle state, aliases and test metrics, and its history."""
+        from qmlops.ui import models_view
+
+        return JSONResponse(await self._off_loop(models_view, self.store))
+
+    @api.get("/v1/catalogue")
+    async def catalogue(self, dataset: str | None = None, feature_set: str = "alpha158") -> JSONResponse:
+        """The model-type catalogue; with ``dataset``, the recommender's ranking for it (cached per materialization)."""
+        from qmlops.ui import catalogue_view
+
+        return JSONResponse(
+            await self._off_loop(catalogue_view, self.store, dataset=dataset, feature_set=feature_set)
+        )
+
+    @api.get("/v1/runs")
+    async def list_runs(
+        self, kind: str | None = None, status: str | None = None, limit: int = 50
+    ) -> JSONResponse:
+        from qmlops.ui import runs_view
+
+        return JSONResponse(
+            await self._off_loop(runs_view, self.store, kind=kind, status=status, limit=_limit(limit))
+        )
+
+    @api.get("/v1/runs/{run_id}")
+    async def get_run(self, run_id: str, after_step: int = -1) -> JSONResponse:
+        from qmlops.ui import run_view
+
+        return JSONResponse(await self._off_loop(run_view, self.store, run_id, after_step=after_step))
+
+    @api.get("/v1/runs/{run_id}/report", include_in_schema=False)
+    async def run_report(self, run_id: str) -> Response:
+        from qmlops.ui import report_html
+
+        return Response(
+            await self._off_loop(report_html, self.store, run_id), media_type="text/html; charset=utf-8"
+        )
+
+    @api.websocket("/v1/ws/runs/{run_id}")
+    async def run_stream(self, websocket: WebSocket, run_id: str) -> None:
+        """A run's progress as it happens: the run and its new steps whenever either changes, until it ends.
+
+        The first message carries every step so far; later ones only the new steps. The socket closes after
+        the message that shows the run finished or failed. An unknown run gets one error message and a close.
+        """
+        from qmlops.ui import run_view
+
+        await websocket.accept()
+        last_step, last_status, last_beat = -1, None, None
+        try:
+            while True:
+                try:
+                    view = await self._off_loop(run_view, self.store, run_id, after_step=last_step)
+                except QmlopsError as exc:
+                    await websocket.send_json({"error": {"field": exc.field, "reason": exc.message}})
+                    await websocket.close(code=4404)
+                    return
+                run = view["run"]
+                if view["metrics"] or run["status"] != last_status or run["heartbeat_at"] != last_beat:
+                    await websocket.send_json(view)
+                    if view["metrics"]:
+                        last_step = view["metrics"][-1]["step"]
+                    last_status, last_beat = run["status"], run["heartbeat_at"]
+                if run["status"] != "running":
+                    await websocket.close()
+                    return
+                await asyncio.sleep(0.5)
+        except (WebSocketDisconnect, RuntimeError):
+            return
+
+    @api.get("/v1/rollouts")
+    async def list_rollouts(self, limit: int = 20) -> JSONResponse:
+        """Read-only: current weights, recent rollouts with events and gate results, health and performance checks."""
+        from qmlops.ui import rollouts_view
+
+        return JSONResponse(await self._off_loop(rollouts_view, self.store, limit=_limit(limit)))
+
+    @api.get("/v1/jobs")
+    async def list_jobs(self, limit: int = 100) -> JSONResponse:
+        """The job queue with each job's state (``qmlops jobs submit`` puts jobs there)."""
+        from qmlops.ui import jobs_view
+
+        return JSONResponse(await self._off_loop(jobs_view, self.store, limit=_limit(limit)))

@@ -1,0 +1,153 @@
+"""JSON views behind the ``/ui`` page: each one reads the metadata store and returns plain, JSON-safe data.
+
+The page itself (``static/``) is plain HTML and JavaScript with no build step; it reads these views through the
+gateway's ``/v1/ui/...`` endpoints and the existing monitoring, experiment and alert endpoints. Views take the
+store as an argument so that the gateway (remote store) and tests (either store) call them the same way.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from typing import Any
+
+__all__ = [
+    "clean",
+    "models_view",
+    "catalogue_view",
+    "runs_view",
+    "run_view",
+    "rollouts_view",
+    "jobs_view",
+    "report_html",
+]
+
+_RECOMMENDATIONS: dict[str, dict[str, Any]] = {}  # materialization id -> meta-features and picks
+_RECOMMEND_LOCK = threading.Lock()
+
+
+def clean(value: Any) -> Any:
+    """The value with every non-finite float replaced by None (JSON has no NaN) and datetimes as ISO text."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): clean(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [clean(v) for v in value]
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return value
+
+
+def models_view(store: Any, *, limit: int = 500) -> dict[str, Any]:
+    """Registered models: per name its versions (state, aliases, key metrics) and the lifecycle history."""
+    records = store.models.search([], sort="created_at", descending=True, limit=limit)
+    names: dict[str, list[dict[str, Any]]] = {}
+    for r in records:
+        names.setdefault(r.name, []).append({
+            "id": r.id, "version": r.version, "model_type": r.model_type, "state": r.state, "aliases": r.aliases,
+            "created_at": r.created_at, "created_by": r.created_by, "metrics": r.metrics,
+            "n_features": len((r.signature or {}).get("feature_names") or []), "run_id": r.tags.get("run_id"),
+            "report_uri": r.tags.get("report_uri"),
+        })  # fmt: skip
+    out = []
+    for name in sorted(names):
+        history = [t.to_dict() for t in store.models.history(name)]
+        out.append({"name": name, "versions": sorted(names[name], key=lambda v: -v["version"]),
+                    "history": history[-50:]})  # fmt: skip
+    return clean({"models": out})
+
+
+def catalogue_view(
+    store: Any, *, dataset: str | None = None, feature_set: str = "alpha158"
+) -> dict[str, Any]:
+    """Every model type the engine knows, and, for a dataset, the recommender's ranking with its reasons.
+
+    The meta-features read the whole materialization once; the result is cached per materialization id.
+    """
+    from qmlops.training import list_model_types
+
+    types = [t.to_dict() for t in list_model_types()]
+    out: dict[str, Any] = {"types": types, "datasets": _datasets(store)}
+    if dataset:
+        out["recommendation"] = _recommend(store, dataset, feature_set)
+    return clean(out)
+
+
+def _datasets(store: Any) -> list[dict[str, Any]]:
+    """Datasets that have a finished feature materialization (the ones the recommender can read)."""
+    done = {m.dataset_id: m for m in store.features.list(limit=200) if m.status == "complete"}
+    out = []
+    for rec in store.datasets.list(limit=200):
+        if rec.id in done:
+            out.append({"id": rec.id, "name": rec.name, "rows": rec.n_rows, "instruments": rec.n_instruments,
+                        "start": rec.start_date, "end": rec.end_date})  # fmt: skip
+    return out
+
+
+def _recommend(store: Any, dataset: str, feature_set: str) -> dict[str, Any]:
+    from qmlops.features import load_features
+    from qmlops.features._store import _resolve
+    from qmlops.tuning import meta_features, recommend
+
+    mat, _ = _resolve(store, dataset, feature_set, None)
+    with _RECOMMEND_LOCK:
+        cached = _RECOMMENDATIONS.get(mat.id)
+        if cached is None:
+            meta = meta_features(load_features(materialization=mat.id, feature_set=feature_set, store=store))
+            cached = {"dataset": dataset, "materialization": mat.id, "meta": meta,
+                      "ranking": [r.to_dict() for r in recommend(meta)]}  # fmt: skip
+            _RECOMMENDATIONS[mat.id] = cached
+    return cached
+
+
+def runs_view(
+    store: Any, *, kind: str | None = None, status: str | None = None, limit: int = 50
+) -> dict[str, Any]:
+    runs = store.runs.list(kind=kind, status=status, limit=limit)
+    return clean({"runs": [r.to_dict() for r in runs]})
+
+
+def run_view(store: Any, run_id: str, *, after_step: int = -1) -> dict[str, Any]:
+    """One run and its per-step metrics after ``after_step`` (the live view polls with the last step it has)."""
+    run = store.runs.get(run_id)
+    metrics = store.runs.metrics(run.id, after_step=after_step)
+    return clean({
+        "run": run.to_dict(),
+        "metrics": [{"step": m.step, "ts": m.ts, "train_loss": m.train_loss, "valid_loss": m.valid_loss,
+                     "valid_ic": m.valid_ic, "best_step": m.best_step, "early_stop": m.early_stop}
+                    for m in metrics],
+    })  # fmt: skip
+
+
+def rollouts_view(store: Any, *, limit: int = 20) -> dict[str, Any]:
+    """Current routing weights per model, recent rollouts with their events and gate results, and checks."""
+    tables = store.serving.list_tables()
+    rollouts = store.serving.list_rollouts(limit=limit)
+    for r in rollouts:
+        r["events"] = store.serving.events(r["id"])
+    checks = store.serving.checks(limit=200)
+    return clean({
+        "routes": [{k: t[k] for k in ("model", "revision", "sticky_field", "entries", "updated_at")} for t in tables],
+        "rollouts": rollouts,
+        "health_checks": [c for c in checks if c["kind"] == "health"][:50],
+        "performance_tests": [c for c in checks if c["kind"] != "health"],
+    })  # fmt: skip
+
+
+def jobs_view(store: Any, *, limit: int = 100) -> dict[str, Any]:
+    return clean({"jobs": store.monitoring.jobs(limit=limit)})
+
+
+def report_html(store: Any, run_id: str) -> str:
+    """The finished run's training report (HTML), read from wherever the artifact store keeps it."""
+    from qmlops import storage
+    from qmlops.exceptions import NotFoundError
+
+    run = store.runs.get(run_id)
+    if not run.report_uri:
+        raise NotFoundError(f"run {run.id} has no report (still running, failed, or trained with report=False)",
+                            field="run_id")  # fmt: skip
+    fs, path = storage.resolve(run.report_uri)
+    with fs.open_input_stream(path) as f:
+        return bytes(f.read()).decode("utf-8")
