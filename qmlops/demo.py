@@ -134,6 +134,9 @@ def _serve_stage(console: Console, out: DemoResult, dataset_id: str) -> None:
         service.start(ServeOptions(port=port, monitoring={"drift": {"every_rows": 500, "min_rows": 200,
                                                                     "window": 500}}))  # fmt: skip
         table = service.deploy_model("sp500-alpha", "latest")
+        from qmlops.monitoring._resources import start_resource_monitors
+
+        start_resource_monitors()  # one per node, for /v1/resources and the web page
     url = f"http://127.0.0.1:{port}"
     frame = load_features(dataset_id, "alpha158", start="2010-08-02", end="2010-08-02")
     instruments = list(frame.index.get_level_values("instrument")[:20])
@@ -336,6 +339,8 @@ def _explain_stage(console: Console, out: DemoResult) -> None:
 def _summary(console: Console, out: DemoResult) -> None:
     url = out.stages["serve_url"]
     console.rule("[bold]where to look")
+    console.print(f"web page: {url}/ui (models, training curves, rollouts, experiments, drift, alerts, resources, "
+                  "job queue)")  # fmt: skip
     console.print(
         f"Serve: {url}/v1/predict, {url}/docs, {url}/v1/metrics/models, {url}/v1/drift, {url}/v1/alerts"
     )
