@@ -178,9 +178,20 @@ class Gateway:
             if not self.ready.get(model_id):
                 loop.create_task(self._warm(model_id))
 
+    def _server(self) -> Any:
+        """The model-server handle, its router on this replica's event loop (not a thread of its own).
+
+        Called from coroutines only: Serve binds a same-loop router to the running loop. Saves two thread
+        hand-offs per call; with the gRPC transport (``_by_reference=False`` below) it took the gateway's CPU
+        per request from 5.7 to 4.3 ms in ``bench/serving.py``.
+        """
+        if not self.model_server.is_initialized:
+            self.model_server._init(_run_router_in_separate_loop=False)
+        return self.model_server
+
     async def _warm(self, model_id: str) -> None:
         try:
-            await self.model_server.options(multiplexed_model_id=model_id).warm.remote()
+            await self._server().options(multiplexed_model_id=model_id).warm.remote()
             self.ready[model_id] = True
         except Exception:  # readyz reports it; the next request retries the load
             self.ready[model_id] = False
@@ -270,7 +281,8 @@ class Gateway:
     async def _batcher(self, model_id: str, queue: asyncio.Queue) -> None:
         """Adaptive batching without a timer: at most ``MAX_IN_FLIGHT`` calls per version; whatever queued up
         while they were out goes in the next call."""
-        handle = self.model_server.options(multiplexed_model_id=model_id)
+        # gRPC between the replicas instead of a Ray actor call: the arrays go by value, no object-store round trip
+        handle = self._server().options(multiplexed_model_id=model_id, _by_reference=False)
         slots = asyncio.Semaphore(MAX_IN_FLIGHT)
         while True:
             items = [await queue.get()]
@@ -352,7 +364,7 @@ class Gateway:
         rows, index = self._rows(body, info)
         if len(rows) > 50:
             raise ClientError(413, "rows", "explain at most 50 rows per request")
-        handle = self.model_server.options(multiplexed_model_id=entry.model_version)
+        handle = self._server().options(multiplexed_model_id=entry.model_version)
         explanations = await handle.explain.remote(rows, top)
         out = {"model": name, "version": entry.version, "model_version": entry.model_version,
                "variant": label, "explanations": explanations}  # fmt: skip

@@ -64,6 +64,14 @@ class ServeOptions:
         return self
 
 
+# Our prediction log records every request, so Serve's per-request access log line is dropped (it cost about 3% of
+# the gateway's CPU). User code runs on the replica's own event loop instead of a second thread's: one thread
+# hand-off less per request (both deployments keep blocking work off the loop: store calls and scoring run in
+# executors).
+_LOGGING: dict[str, Any] = {"enable_access_log": False}
+_REPLICA_ENV: dict[str, Any] = {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}}
+
+
 def deploy_config(settings: Settings, options: ServeOptions, user_config: dict[str, Any]) -> dict[str, Any]:
     """The Serve config (the ``serve deploy`` schema) for the application with these options and routes."""
     return {
@@ -77,10 +85,11 @@ def deploy_config(settings: Settings, options: ServeOptions, user_config: dict[s
             "deployments": [
                 {"name": "Gateway", "num_replicas": options.gateway_replicas,
                  "max_ongoing_requests": options.max_ongoing_requests, "user_config": user_config,
-                 "ray_actor_options": {"num_cpus": options.gateway_cpus}},
+                 "logging_config": _LOGGING,
+                 "ray_actor_options": {"num_cpus": options.gateway_cpus, "runtime_env": _REPLICA_ENV}},
                 {"name": "ModelServer", "num_replicas": options.server_replicas,
-                 "max_ongoing_requests": options.max_ongoing_requests,
-                 "ray_actor_options": {"num_cpus": options.server_cpus}},
+                 "max_ongoing_requests": options.max_ongoing_requests, "logging_config": _LOGGING,
+                 "ray_actor_options": {"num_cpus": options.server_cpus, "runtime_env": _REPLICA_ENV}},
             ],
         }],
     }  # fmt: skip

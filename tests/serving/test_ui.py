@@ -257,15 +257,24 @@ def test_rollouts_drift_experiments_in_the_browser(served: Served, browser: Any)
         float(e["weight"]) for t in tables for e in t["entries"]
     )
 
-    # a drift report from real traffic: 250 rows at alpha v1, then the replica's tests run now
-    rows = load_features("sub", "alpha158", start=served.test_day)["feature"].dropna().head(250)
-    plain = [{k: float(v) for k, v in r.items()} for _, r in rows.iterrows()]
-    for i in range(0, len(plain), 50):  # 50 rows a request keeps the body under the 1 MB limit
-        batch = {"model": "alpha", "version": 1, "rows": plain[i : i + 50]}
-        assert served.client.post("/v1/predict", json=batch).status_code == 200
-    assert wait_for(
-        lambda: served.client.post("/v1/admin/drift/evaluate", headers=TOKEN).json()["reports"], 30, 1.0
-    )
+    # a drift report from real traffic: 250 rows at alpha v1, then the replica's tests run now (drift on, in
+    # case an earlier test turned it off; the options are put back afterwards)
+    from qmlops.serving import ServeService
+
+    from .test_monitoring import _configure
+
+    saved = ServeService().options().monitoring
+    _configure(drift={"min_rows": 50})
+    try:
+        rows = load_features("sub", "alpha158", start=served.test_day)["feature"].dropna().head(250)
+        plain = [{k: float(v) for k, v in r.items()} for _, r in rows.iterrows()]
+        for i in range(0, len(plain), 50):  # 50 rows a request keeps the body under the 1 MB limit
+            batch = {"model": "alpha", "version": 1, "rows": plain[i : i + 50]}
+            assert served.client.post("/v1/predict", json=batch).status_code == 200
+        evaluate = lambda: served.client.post("/v1/admin/drift/evaluate", headers=TOKEN).json()["reports"]  # noqa: E731
+        assert wait_for(evaluate, 30, 1.0)
+    finally:
+        _configure(**saved)
     latest = store.monitoring.drift(limit=1, full=True)[0]
     _open(browser, served, "drift")
     features = _texts(browser, "table.features tbody tr td:first-child")
