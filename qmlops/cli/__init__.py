@@ -47,5 +47,19 @@ app.add_typer(
 app.command("explain")(explain_command)
 
 
+@app.command("demo")
+@handle_errors
+def demo_command(
+    keep_serving: bool = typer.Option(
+        True, "--keep-serving/--no-keep-serving", help="leave the Serve app (and /ui) running at the end"
+    ),
+) -> None:
+    """The whole pipeline on the bundled S&P 500 data: ingest, features, training, tuning, rollouts with a
+    rollback, drift and alerts, an A/B experiment, SHAP; one HTML report over every stage (same as make demo)."""
+    from qmlops.demo import run_demo
+
+    run_demo(keep_serving=keep_serving)
+
+
 def main() -> None:
     app()
