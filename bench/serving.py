@@ -50,15 +50,59 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def load(url: str, bodies: list[dict[str, Any]], seconds: float, concurrency: int) -> dict[str, float]:
-    """Run the load generator in its own process (so it does not share this interpreter) and return its figures."""
+def _ray_cpu_seconds(extra: dict[str, int] | None = None) -> dict[str, float]:
+    """CPU seconds (user + system) so far of every Ray worker process, keyed by its process title, and of the
+    ``extra`` processes (label -> pid)."""
+    out: dict[str, float] = {}
+    names = {str(pid): label for label, pid in (extra or {}).items()}
+    tick = os.sysconf("SC_CLK_TCK")
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/cmdline") as f:
+                title = f.read().split("\0")[0]
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = names.get(pid) or (
+            title.removeprefix("ray::").split(".")[0] if title.startswith("ray::") else None
+        )
+        if name:
+            out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return out
+
+
+def load(
+    url: str,
+    bodies: list[dict[str, Any]],
+    seconds: float,
+    concurrency: int,
+    extra: dict[str, int] | None = None,
+) -> dict[str, Any]:
+    """Run the load generator in its own process (so it does not share this interpreter) and return its figures,
+    with the CPU milliseconds per answered request that each Ray process and the load generator spent (over the
+    whole run, warm-up included, divided by the requests of the whole run at the measured rate)."""
+    import resource
+
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
         json.dump({"url": url, "bodies": bodies, "seconds": seconds, "concurrency": concurrency}, f)
+    before, child = _ray_cpu_seconds(extra), resource.getrusage(resource.RUSAGE_CHILDREN)
     out = subprocess.run(
         [sys.executable, __file__, "--load", f.name], capture_output=True, text=True, check=True
     )
+    after, child_after = _ray_cpu_seconds(extra), resource.getrusage(resource.RUSAGE_CHILDREN)
     os.unlink(f.name)
-    return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    result: dict[str, Any] = dict(json.loads(out.stdout.strip().splitlines()[-1]))
+    n = result["rps"] * (seconds + 2.0)
+    if n > 0:
+        cpu = {k: 1000 * (v - before.get(k, 0.0)) / n for k, v in after.items()}
+        cpu["load generator"] = (
+            1000 * (child_after.ru_utime + child_after.ru_stime - child.ru_utime - child.ru_stime) / n
+        )
+        result["cpu_ms"] = {
+            k: round(v, 2) for k, v in sorted(cpu.items(), key=lambda kv: -kv[1]) if v >= 0.05
+        }
+    return result
 
 
 async def _generate(spec: dict[str, Any]) -> dict[str, float]:
@@ -154,7 +198,8 @@ def main() -> None:
             except httpx.HTTPError:
                 time.sleep(0.1)
         results["(a) plain FastAPI + uvicorn"] = load(f"http://127.0.0.1:{plain_port}/v1/predict",
-                                                      [{"features": r} for r in rows], args.seconds, args.concurrency)  # fmt: skip
+                                                      [{"features": r} for r in rows], args.seconds, args.concurrency,
+                                                      extra={"uvicorn": plain.pid})  # fmt: skip
     finally:
         plain.terminate()
         plain.wait(timeout=30)
@@ -216,6 +261,10 @@ def main() -> None:
         results[name]["errors"] = sum(r["errors"] for r in runs)
         results[name]["first_error"] = next((r["first_error"] for r in runs if r["first_error"]), "")
         results[name]["rounds"] = " ".join(f"{r['rps']:.0f}" for r in runs)  # type: ignore[assignment]
+        keys = {k for r in runs for k in r.get("cpu_ms", {})}
+        results[name]["cpu_ms"] = {
+            k: statistics.median(r.get("cpu_ms", {}).get(k, 0.0) for r in runs) for k in keys
+        }  # type: ignore[assignment]
     serve.shutdown()
     ray.shutdown()
 
@@ -227,6 +276,11 @@ def main() -> None:
             f"{name:<40}{r['rps']:>9.1f}{r['p50']:>9.1f}{r['p99']:>9.1f}{int(r['errors']):>8}"
             f"  {('rounds ' + str(r['rounds'])) if 'rounds' in r else ''} {r.get('first_error', '')}"
         )
+    print("CPU milliseconds per request by process (medians over rounds; warm-up included):")
+    for name, r in results.items():
+        split = sorted(dict(r.get("cpu_ms") or {}).items(), key=lambda kv: -kv[1])[:5]  # type: ignore[arg-type]
+        total = sum(dict(r.get("cpu_ms") or {}).values())  # type: ignore[arg-type]
+        print(f"  {name:<38} total {total:5.2f}: " + ", ".join(f"{k} {v:.2f}" for k, v in split))
     a, b, c = results.values()
     print(f"c/b throughput {c['rps'] / b['rps']:.2f}x (goal >= 0.9), p99 {c['p99'] / b['p99']:.2f}x (goal <= 1.2); "
           f"c/a throughput {c['rps'] / a['rps']:.2f}x (goal >= 1.0)")  # fmt: skip
