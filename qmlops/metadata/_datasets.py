@@ -80,9 +80,12 @@ class DatasetRepository:
         return self.get(record.id)
 
     def get(self, dataset_id: str) -> DatasetRecord:
-        row = self._db.query_one("SELECT * FROM datasets WHERE id = ?", [dataset_id])
-        if row is None:
-            raise NotFoundError(f"no dataset version {dataset_id!r}", field="dataset")
+        row = self._db.query_required(
+            "SELECT * FROM datasets WHERE id = ?",
+            [dataset_id],
+            missing=f"no dataset version {dataset_id!r}",
+            field="dataset",
+        )
         return _from_row(row)
 
     def find_by_hash(self, content_hash: str) -> DatasetRecord | None:

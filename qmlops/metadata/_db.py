@@ -18,7 +18,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from qmlops.exceptions import SchemaVersionError
+from qmlops.exceptions import NotFoundError, SchemaVersionError
 
 __all__ = ["Database", "MIGRATIONS", "Where", "utcnow", "dumps", "loads", "iso"]
 
@@ -173,6 +173,13 @@ class Database:
     def query_one(self, sql: str, params: Sequence[Any] = ()) -> dict[str, Any] | None:
         rows = self.query(sql, params)
         return rows[0] if rows else None
+
+    def query_required(self, sql: str, params: Sequence[Any], *, missing: str, field: str) -> dict[str, Any]:
+        """The first row of ``sql``; ``NotFoundError(missing, field)`` when there is none."""
+        row = self.query_one(sql, params)
+        if row is None:
+            raise NotFoundError(missing, field=field)
+        return row
 
     def query_arrow(self, sql: str, params: Sequence[Any] = ()) -> pa.Table:
         with self._lock:

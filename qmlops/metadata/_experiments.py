@@ -7,7 +7,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from qmlops.exceptions import ConflictError, NotFoundError
+from qmlops.exceptions import ConflictError
 from qmlops.metadata._db import Database, dumps, iso, loads, utcnow
 
 __all__ = ["ExperimentRepository"]
@@ -46,9 +46,12 @@ class ExperimentRepository:
         return self.get(exp_id)
 
     def get(self, ref: str) -> dict[str, Any]:
-        row = self._db.query_one("SELECT * FROM experiments WHERE id = ? OR name = ?", [ref, ref])
-        if row is None:
-            raise NotFoundError(f"no experiment {ref!r}", field="experiment")
+        row = self._db.query_required(
+            "SELECT * FROM experiments WHERE id = ? OR name = ?",
+            [ref, ref],
+            missing=f"no experiment {ref!r}",
+            field="experiment",
+        )
         return _experiment(row)
 
     def list(self, *, state: str | None = None) -> builtins.list[dict[str, Any]]:

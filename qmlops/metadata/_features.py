@@ -84,9 +84,12 @@ class FeatureRepository:
         return self.get_set(record.id)
 
     def get_set(self, set_id: str) -> FeatureSetRecord:
-        row = self._db.query_one("SELECT * FROM feature_sets WHERE id = ?", [set_id])
-        if row is None:
-            raise NotFoundError(f"no feature set {set_id!r}", field="feature_set")
+        row = self._db.query_required(
+            "SELECT * FROM feature_sets WHERE id = ?",
+            [set_id],
+            missing=f"no feature set {set_id!r}",
+            field="feature_set",
+        )
         return _set(row)
 
     def list_sets(self) -> list[FeatureSetRecord]:

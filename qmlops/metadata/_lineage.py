@@ -84,11 +84,12 @@ class LineageRepository:
         )
 
     def get_node(self, node_id: str) -> LineageNode:
-        row = self._db.query_one(
-            "SELECT id, kind, label, created_at FROM lineage_nodes WHERE id = ?", [node_id]
+        row = self._db.query_required(
+            "SELECT id, kind, label, created_at FROM lineage_nodes WHERE id = ?",
+            [node_id],
+            missing=f"no lineage node {node_id!r}",
+            field="node",
         )
-        if row is None:
-            raise NotFoundError(f"no lineage node {node_id!r}", field="node")
         return LineageNode(**row)
 
     def _walk(self, node_id: str, direction: str) -> list[LineageNode]:

@@ -143,25 +143,30 @@ class ModelRepository:
         )
 
     def get(self, model_id: str) -> ModelVersionRecord:
-        row = self._db.query_one("SELECT * FROM model_versions WHERE id = ?", [model_id])
-        if row is None:
-            raise NotFoundError(f"no model version {model_id!r}", field="model")
+        row = self._db.query_required(
+            "SELECT * FROM model_versions WHERE id = ?",
+            [model_id],
+            missing=f"no model version {model_id!r}",
+            field="model",
+        )
         return self._full(row)
 
     def get_version(self, name: str, version: int) -> ModelVersionRecord:
-        row = self._db.query_one(
-            "SELECT * FROM model_versions WHERE name = ? AND version = ?", [name, version]
+        row = self._db.query_required(
+            "SELECT * FROM model_versions WHERE name = ? AND version = ?",
+            [name, version],
+            missing=f"model {name!r} has no version {version}",
+            field="version",
         )
-        if row is None:
-            raise NotFoundError(f"model {name!r} has no version {version}", field="version")
         return self._full(row)
 
     def latest(self, name: str) -> ModelVersionRecord:
-        row = self._db.query_one(
-            "SELECT * FROM model_versions WHERE name = ? ORDER BY version DESC LIMIT 1", [name]
+        row = self._db.query_required(
+            "SELECT * FROM model_versions WHERE name = ? ORDER BY version DESC LIMIT 1",
+            [name],
+            missing=f"no model named {name!r}",
+            field="model",
         )
-        if row is None:
-            raise NotFoundError(f"no model named {name!r}", field="model")
         return self._full(row)
 
     def in_state(self, name: str, state: str) -> builtins.list[ModelVersionRecord]:
@@ -171,11 +176,12 @@ class ModelRepository:
         return [self._full(r) for r in rows]
 
     def by_alias(self, name: str, alias: str) -> ModelVersionRecord:
-        row = self._db.query_one(
-            "SELECT model_id FROM model_aliases WHERE name = ? AND alias = ?", [name, alias]
+        row = self._db.query_required(
+            "SELECT model_id FROM model_aliases WHERE name = ? AND alias = ?",
+            [name, alias],
+            missing=f"model {name!r} has no alias {alias!r}",
+            field="alias",
         )
-        if row is None:
-            raise NotFoundError(f"model {name!r} has no alias {alias!r}", field="alias")
         return self.get(row["model_id"])
 
     def names(self) -> builtins.list[str]:
@@ -251,11 +257,12 @@ class ModelRepository:
 
     def remove_alias(self, name: str, alias: str, actor: str | None) -> None:
         with self._db.transaction():
-            row = self._db.query_one(
-                "SELECT model_id FROM model_aliases WHERE name = ? AND alias = ?", [name, alias]
+            self._db.query_required(  # an unknown alias is the caller's error, not a no-op
+                "SELECT model_id FROM model_aliases WHERE name = ? AND alias = ?",
+                [name, alias],
+                missing=f"model {name!r} has no alias {alias!r}",
+                field="alias",
             )
-            if row is None:
-                raise NotFoundError(f"model {name!r} has no alias {alias!r}", field="alias")
             self._db.execute("DELETE FROM model_aliases WHERE name = ? AND alias = ?", [name, alias])
             self._alias_event(name, alias, None, "removed", actor)
 

@@ -158,9 +158,12 @@ class MonitoringRepository:
         self._db.execute("UPDATE alerts SET deliveries = ? WHERE id = ?", [dumps(deliveries), alert_id])
 
     def get_alert(self, alert_id: str) -> dict[str, Any]:
-        row = self._db.query_one("SELECT * FROM alerts WHERE id = ?", [alert_id])
-        if row is None:
-            raise NotFoundError(f"no alert {alert_id!r}", field="alert_id")
+        row = self._db.query_required(
+            "SELECT * FROM alerts WHERE id = ?",
+            [alert_id],
+            missing=f"no alert {alert_id!r}",
+            field="alert_id",
+        )
         return _alert(row)
 
     def alerts(
@@ -238,9 +241,12 @@ class MonitoringRepository:
         return self.get_job(job_id)
 
     def get_job(self, job_id: str) -> dict[str, Any]:
-        row = self._db.query_one("SELECT * FROM job_queue WHERE id = ?", [job_id])
-        if row is None:
-            raise NotFoundError(f"no queued job {job_id!r}", field="job_id")
+        row = self._db.query_required(
+            "SELECT * FROM job_queue WHERE id = ?",
+            [job_id],
+            missing=f"no queued job {job_id!r}",
+            field="job_id",
+        )
         return _job(row)
 
     def jobs(

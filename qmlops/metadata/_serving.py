@@ -6,7 +6,7 @@ import builtins
 import uuid
 from typing import Any
 
-from qmlops.exceptions import ConflictError, NotFoundError
+from qmlops.exceptions import ConflictError
 from qmlops.metadata._db import Database, Where, dumps, iso, loads, utcnow
 
 __all__ = ["ServingRepository"]
@@ -43,9 +43,12 @@ class ServingRepository:
         return self.get_table(table["model"])
 
     def get_table(self, model: str) -> dict[str, Any]:
-        row = self._db.query_one("SELECT * FROM routing_tables WHERE model = ?", [model])
-        if row is None:
-            raise NotFoundError(f"model {model!r} is not deployed (no routing table)", field="model")
+        row = self._db.query_required(
+            "SELECT * FROM routing_tables WHERE model = ?",
+            [model],
+            missing=f"model {model!r} is not deployed (no routing table)",
+            field="model",
+        )
         return _table(row)
 
     def list_tables(self) -> builtins.list[dict[str, Any]]:
@@ -85,9 +88,12 @@ class ServingRepository:
         return self.get_rollout(rollout_id)
 
     def get_rollout(self, rollout_id: str) -> dict[str, Any]:
-        row = self._db.query_one(f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts WHERE id = ?", [rollout_id])
-        if row is None:
-            raise NotFoundError(f"no rollout {rollout_id!r}", field="rollout_id")
+        row = self._db.query_required(
+            f"SELECT {_ROLLOUT_COLUMNS} FROM rollouts WHERE id = ?",
+            [rollout_id],
+            missing=f"no rollout {rollout_id!r}",
+            field="rollout_id",
+        )
         return _rollout(row)
 
     def list_rollouts(
