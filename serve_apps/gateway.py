@@ -700,8 +700,11 @@ class Gateway:
 
         if not 0 < alpha < 1:
             raise ClientError(422, "alpha", "must lie in (0, 1)")
+        from qmlops.ui import clean
+
         service = ExperimentService(self.store, self.settings)
-        return JSONResponse(await self._off_loop(service.results, experiment, alpha=alpha, ci=ci))
+        # a lift over a zero control mean is infinite: JSON has no inf/NaN, so those become null
+        return JSONResponse(clean(await self._off_loop(service.results, experiment, alpha=alpha, ci=ci)))
 
     # -- the web page and the reads behind it -------------------------------------------------------------
     @api.get("/ui", include_in_schema=False)

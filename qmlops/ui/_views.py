@@ -148,6 +148,4 @@ def report_html(store: Any, run_id: str) -> str:
     if not run.report_uri:
         raise NotFoundError(f"run {run.id} has no report (still running, failed, or trained with report=False)",
                             field="run_id")  # fmt: skip
-    fs, path = storage.resolve(run.report_uri)
-    with fs.open_input_stream(path) as f:
-        return bytes(f.read()).decode("utf-8")
+    return storage.read_bytes(run.report_uri).decode("utf-8")

@@ -96,6 +96,25 @@ def test_experiment_end_to_end_over_serve(served: Served) -> None:
     after = served.client.post("/v1/predict", json={"model": "alpha", "user_id": "user-1", "features": row})
     assert "experiment" not in after.json()
 
+    # control never converts: the relative lift over a zero mean is undefined, answered as null, not a 500
+    zero = service.create("zero-control", "alpha", [{"name": "control", "version": 1},
+                          {"name": "treatment", "version": 2}],
+                          metrics=[{"name": "conversion", "kind": "proportion", "event": "trade"}], layer="zero")  # fmt: skip
+    service.start(zero["id"])
+    variants = {}
+    for i in range(20):
+        body = {"model": "alpha", "user_id": f"z-{i}", "features": row}
+        variants[f"z-{i}"] = served.client.post("/v1/predict", json=body).json()["variant"]
+    trades = [{"experiment": zero["id"], "user_id": u, "event": "trade", "value": 1}
+              for u, v in variants.items() if v == "treatment"]  # fmt: skip
+    assert served.client.post("/v1/events", json={"events": trades}).status_code == 202
+    assert wait_for(lambda: len(store.experiments.units(zero["id"])) == 20, 20)
+    res = served.client.get(f"/v1/experiments/{zero['id']}/results")
+    assert res.status_code == 200, res.text
+    (m,) = res.json()["metrics"]
+    assert m["control_mean"] == 0 and m["relative_lift"] is None and m["absolute_lift"] > 0
+    service.stop(zero["id"])
+
 
 def test_explain_endpoint_matches_prediction(served: Served) -> None:
     row = _row(served)
