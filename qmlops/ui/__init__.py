@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from importlib import resources
 
 from qmlops.ui._views import (
@@ -31,6 +32,7 @@ __all__ = [
 STATIC_TYPES = {"index.html": "text/html", "app.js": "text/javascript", "style.css": "text/css"}
 
 
+@cache  # three small files, read once per process
 def static_file(name: str) -> bytes:
     """One of the page's files (``STATIC_TYPES`` lists them; anything else is refused by the caller)."""
     return resources.files("qmlops.ui").joinpath("static", name).read_bytes()
