@@ -2,14 +2,16 @@
 
 (a) plain FastAPI under uvicorn (one worker, the registry predictor in-process);
 (b) a bare single Ray Serve deployment (FastAPI ingress, the same predictor, no batching);
-(c) the qmlops gateway -> model server (multiplexed, batched) with a 50/50 sticky A/B split of two versions.
-Prints requests/s, p50 and p99 per setup and the ratios c/b and c/a. Goals (issue): c >= 0.9x b in throughput
-with p99 <= 1.2x b's, and with batching at least a.
+(c) the qmlops gateway -> model server (multiplexed, batched) with a 50/50 sticky A/B split of two versions;
+(d) Serve's second hop alone: an ingress that does nothing but pass each row to the same model server, one
+    call per request (no validation, routing, logging, or batching in the ingress).
+Prints requests/s, p50 and p99 per setup and the ratios c/b, d/b and c/a. Goals (issue): c >= 0.9x b in
+throughput with p99 <= 1.2x b's, and with batching at least a.
 
-(b) and (c) run side by side on one Serve instance and are measured in alternating rounds (b, c, b, c, ...);
-the figures are the medians over rounds, because one round on this 2-core machine moves by 10-20%. Both run
-without Serve's per-request access log (the gateway has its own prediction log; the bare deployment gets the
-same setting so the comparison isolates the gateway's own cost).
+(b), (c) and (d) run side by side on one Serve instance and are measured in alternating rounds (b, c, d, b, c,
+d, ...); the figures are the medians over rounds, because one round on this 2-core machine moves by 10-20%. All
+Serve replicas run with the gateway's replica settings (no per-request access log, user code on the replica's
+event loop), so the comparison isolates the gateway's own cost.
 
     python bench/serving.py [--seconds 10] [--rounds 3] [--concurrency 16]
 """
@@ -225,8 +227,12 @@ def main() -> None:
 
     bare_api = FastAPI()
 
-    @serve.deployment(max_ongoing_requests=64, ray_actor_options={"num_cpus": 0.5},
-                      logging_config={"enable_access_log": False})  # fmt: skip
+    from qmlops.serving._service import REPLICA_LOGGING, REPLICA_RUNTIME_ENV
+
+    replica = {"max_ongoing_requests": 64, "logging_config": REPLICA_LOGGING,
+               "ray_actor_options": {"num_cpus": 0.5, "runtime_env": REPLICA_RUNTIME_ENV}}  # fmt: skip
+
+    @serve.deployment(**replica)
     @serve.ingress(bare_api)
     class Bare:
         def __init__(self, settings: Any) -> None:
@@ -247,15 +253,41 @@ def main() -> None:
     from qmlops.config import get_settings
 
     serve.run(Bare.bind(get_settings()), name="bare", route_prefix="/bare")  # type: ignore[attr-defined]
+
+    floor_api = FastAPI()
+
+    @serve.deployment(**replica)
+    @serve.ingress(floor_api)
+    class Floor:
+        def __init__(self, names: list[str], model_id: str) -> None:
+            self.names, self.model_id, self.server = names, model_id, None
+
+        @floor_api.post("/v1/predict")
+        async def predict(self, request: Request) -> dict[str, float]:
+            import numpy as np
+
+            if self.server is None:  # the gateway's transport: gRPC, router on this replica's loop
+                handle = serve.get_deployment_handle("ModelServer", app_name="qmlops")
+                handle._init(_run_router_in_separate_loop=False)
+                self.server = handle.options(multiplexed_model_id=self.model_id, _by_reference=False)
+            body = await request.json()
+            x = np.array([[float(body["features"][n]) for n in self.names]])
+            return {"prediction": float((await self.server.predict.remote(x))[0])}
+
+    names = list(v1.signature["feature_names"])
+    serve.run(Floor.bind(names, v1.id), name="floor", route_prefix="/floor")  # type: ignore[attr-defined]
     bodies = [{"model": "bench", "user_id": f"user-{i}", "features": r} for i, r in enumerate(rows)]
-    rounds: dict[str, list[dict[str, float]]] = {"b": [], "c": []}
+    plain_bodies = [{"features": r} for r in rows]
+    setups = {"b": ("(b) bare Serve deployment", "/bare/v1/predict", plain_bodies),
+              "c": ("(c) qmlops gateway, 50/50 sticky A/B", "/v1/predict", bodies),
+              "d": ("(d) two hops, nothing else", "/floor/v1/predict", plain_bodies)}  # fmt: skip
+    rounds: dict[str, list[dict[str, float]]] = {key: [] for key in setups}
     for _ in range(args.rounds):
-        rounds["b"].append(load(f"http://127.0.0.1:{port}/bare/v1/predict", [{"features": r} for r in rows],
-                                args.seconds, args.concurrency))  # fmt: skip
-        rounds["c"].append(
-            load(f"http://127.0.0.1:{port}/v1/predict", bodies, args.seconds, args.concurrency)
-        )
-    for key, name in (("b", "(b) bare Serve deployment"), ("c", "(c) qmlops gateway, 50/50 sticky A/B")):
+        for key, (_, path, payloads) in setups.items():
+            rounds[key].append(
+                load(f"http://127.0.0.1:{port}{path}", payloads, args.seconds, args.concurrency)
+            )
+    for key, (name, _, _) in setups.items():
         runs = rounds[key]
         results[name] = {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50", "p99")}
         results[name]["errors"] = sum(r["errors"] for r in runs)
@@ -269,7 +301,7 @@ def main() -> None:
     ray.shutdown()
 
     print(f"single-row POSTs, concurrency {args.concurrency}, {args.seconds:g} s each after 2 s warm-up, 2 CPUs; "
-          f"(b) and (c): medians of {args.rounds} alternating rounds")  # fmt: skip
+          f"(b), (c), (d): medians of {args.rounds} alternating rounds")  # fmt: skip
     print(f"{'setup':<40}{'req/s':>9}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
     for name, r in results.items():
         print(
@@ -281,9 +313,11 @@ def main() -> None:
         split = sorted(dict(r.get("cpu_ms") or {}).items(), key=lambda kv: -kv[1])[:5]  # type: ignore[arg-type]
         total = sum(dict(r.get("cpu_ms") or {}).values())  # type: ignore[arg-type]
         print(f"  {name:<38} total {total:5.2f}: " + ", ".join(f"{k} {v:.2f}" for k, v in split))
-    a, b, c = results.values()
+    a, b, c, d = results.values()
     print(f"c/b throughput {c['rps'] / b['rps']:.2f}x (goal >= 0.9), p99 {c['p99'] / b['p99']:.2f}x (goal <= 1.2); "
           f"c/a throughput {c['rps'] / a['rps']:.2f}x (goal >= 1.0)")  # fmt: skip
+    print(f"d/b throughput {d['rps'] / b['rps']:.2f}x, p99 {d['p99'] / b['p99']:.2f}x: the cost of Serve's second hop "
+          f"at one call per request, before the gateway's batching wins any of it back")  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -68,8 +68,8 @@ class ServeOptions:
 # the gateway's CPU). User code runs on the replica's own event loop instead of a second thread's: one thread
 # hand-off less per request (both deployments keep blocking work off the loop: store calls and scoring run in
 # executors).
-_LOGGING: dict[str, Any] = {"enable_access_log": False}
-_REPLICA_ENV: dict[str, Any] = {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}}
+REPLICA_LOGGING: dict[str, Any] = {"enable_access_log": False}
+REPLICA_RUNTIME_ENV: dict[str, Any] = {"env_vars": {"RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0"}}
 
 
 def deploy_config(settings: Settings, options: ServeOptions, user_config: dict[str, Any]) -> dict[str, Any]:
@@ -85,11 +85,11 @@ def deploy_config(settings: Settings, options: ServeOptions, user_config: dict[s
             "deployments": [
                 {"name": "Gateway", "num_replicas": options.gateway_replicas,
                  "max_ongoing_requests": options.max_ongoing_requests, "user_config": user_config,
-                 "logging_config": _LOGGING,
-                 "ray_actor_options": {"num_cpus": options.gateway_cpus, "runtime_env": _REPLICA_ENV}},
+                 "logging_config": REPLICA_LOGGING,
+                 "ray_actor_options": {"num_cpus": options.gateway_cpus, "runtime_env": REPLICA_RUNTIME_ENV}},
                 {"name": "ModelServer", "num_replicas": options.server_replicas,
-                 "max_ongoing_requests": options.max_ongoing_requests, "logging_config": _LOGGING,
-                 "ray_actor_options": {"num_cpus": options.server_cpus, "runtime_env": _REPLICA_ENV}},
+                 "max_ongoing_requests": options.max_ongoing_requests, "logging_config": REPLICA_LOGGING,
+                 "ray_actor_options": {"num_cpus": options.server_cpus, "runtime_env": REPLICA_RUNTIME_ENV}},
             ],
         }],
     }  # fmt: skip
