@@ -18,7 +18,7 @@ from qmlops.metadata._models import (
     TransitionRecord,
 )
 from qmlops.metadata._predictions import PREDICTION_SCHEMA, PredictionRepository
-from qmlops.metadata._runs import RUN_KINDS, RUN_STATUSES, RunMetric, RunRecord, RunRepository
+from qmlops.metadata._runs import RUN_KINDS, RUN_STATUSES, RunMetric, RunRecord, RunRepository, finite_or_none
 from qmlops.metadata._store import (
     REPOSITORIES,
     MetadataStore,
@@ -36,6 +36,7 @@ __all__ = [
     "RemoteMetadataStore",
     "REPOSITORIES",
     "get_store",
+    "finite_or_none",
     "open_local",
     "connect_remote",
     "shutdown_remote",

@@ -76,7 +76,8 @@ class RunMetric:
         return out
 
 
-def _finite(value: Any) -> float | None:
+def finite_or_none(value: Any) -> float | None:
+    """``value`` as a float, or None when it is None, NaN or infinite (what the store keeps for "no value")."""
     if value is None:
         return None
     value = float(value)
@@ -132,7 +133,7 @@ class RunRepository:
                 "SET ts = excluded.ts, train_loss = excluded.train_loss, valid_loss = excluded.valid_loss, "
                 "valid_ic = excluded.valid_ic, best_step = excluded.best_step, early_stop = excluded.early_stop, "
                 "extra = excluded.extra",
-                [run_id, int(step), now, _finite(train_loss), _finite(valid_loss), _finite(valid_ic), best_step,
+                [run_id, int(step), now, finite_or_none(train_loss), finite_or_none(valid_loss), finite_or_none(valid_ic), best_step,
                  dumps(early_stop or {}), dumps(extra or {})],
             )  # fmt: skip
             self._db.execute(
@@ -153,7 +154,7 @@ class RunRepository:
         if status not in ("finished", "failed"):
             raise ValidationError("status must be finished or failed", field="status")
         self.get(run_id)
-        clean = {k: (_finite(v) if isinstance(v, float) else v) for k, v in (metrics or {}).items()}
+        clean = {k: (finite_or_none(v) if isinstance(v, float) else v) for k, v in (metrics or {}).items()}
         now = utcnow()
         self._db.execute(
             "UPDATE runs SET status = ?, ended_at = ?, heartbeat_at = ?, best_step = coalesce(?, best_step), "

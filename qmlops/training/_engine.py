@@ -35,7 +35,7 @@ import pandas as pd
 from qmlops import storage
 from qmlops.config import Settings, get_settings
 from qmlops.exceptions import QmlopsError, ValidationError, reject_unknown
-from qmlops.metadata import MetadataStore, RemoteMetadataStore, get_store
+from qmlops.metadata import MetadataStore, RemoteMetadataStore, finite_or_none, get_store
 from qmlops.training._catalogue import ModelType, get_model_type
 from qmlops.training._early_stopping import EarlyStopper, parse_early_stopping
 from qmlops.training._evaluate import Evaluation, daily_ic, evaluate_predictions, long_short_backtest
@@ -282,25 +282,18 @@ class _Progress:
         row["step"] = int(step)
         self.rows.append(row)
         self.store.runs.log_metric(
-            self.run_id, int(step), train_loss=_num(row["train_loss"]), valid_loss=_num(row["valid_loss"]),
-            valid_ic=_num(row["valid_ic"]), best_step=row["best_step"], early_stop=row["early_stop"],
-            extra={k: _num(v) for k, v in metrics.items() if k == "seconds"},
+            self.run_id, int(step), train_loss=row["train_loss"], valid_loss=row["valid_loss"],  # stored finite or NULL
+            valid_ic=row["valid_ic"], best_step=row["best_step"], early_stop=row["early_stop"],
+            extra={k: finite_or_none(v) for k, v in metrics.items() if k == "seconds"},
         )  # fmt: skip
         if self.tune:
             from ray import tune
 
-            metrics = {k: _num(row[k]) for k in ("train_loss", "valid_loss", "valid_ic")}
+            metrics = {k: finite_or_none(row[k]) for k in ("train_loss", "valid_loss", "valid_ic")}
             tune.report({"step": int(step), "train_seconds": time.perf_counter() - self.started, **metrics})
         for cb in [self.callback, *list(_SUBSCRIBERS.values())]:
             if cb is not None:
                 cb(self.run_id, int(step), dict(row))
-
-
-def _num(value: Any) -> float | None:
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 # ------------------------------------------------------------------------------------------------- engine
@@ -600,7 +593,9 @@ def _register(
         sample = prepared["feature"].to_numpy(dtype=np.float32)[:64]
     exported = export_model(mtype.name, result.model, result.feature_names, median=median, scale=scale,
                             step_len=step_len or 1, sample=sample)  # fmt: skip
-    metrics = {f"test_{k}": float(v) for k, v in result.evaluation.to_dict().items() if _num(v) is not None}
+    metrics = {
+        f"test_{k}": float(v) for k, v in result.evaluation.to_dict().items() if finite_or_none(v) is not None
+    }
     tags = {"run_id": result.run_id, "dataset": dataset_id, "feature_set": cfg.feature_set,
             "stop_reason": result.stop_reason[:200], "best_step": str(result.best_step),
             "test_segment": "..".join(result.segments["test"])}  # fmt: skip
