@@ -14,7 +14,15 @@ from rich.table import Table
 
 from qmlops.exceptions import QmlopsError
 
-__all__ = ["console", "err_console", "handle_errors", "print_records", "print_record", "JSON_OPTION"]
+__all__ = [
+    "console",
+    "err_console",
+    "handle_errors",
+    "print_records",
+    "print_record",
+    "print_json",
+    "JSON_OPTION",
+]
 
 # Output that is piped or captured keeps full-width tables instead of rich's 80-column default.
 console = Console(width=None if sys.stdout.isatty() else 200)
@@ -48,13 +56,21 @@ def _plain(value: Any) -> Any:
     return value
 
 
+def print_json(value: Any) -> None:
+    """``value`` as strict JSON on stdout: NaN and infinities (an undefined lift, a loss that blew up) become null,
+    which every JSON parser reads; Python's own ``NaN`` token is not JSON."""
+    from qmlops.ui import clean
+
+    sys.stdout.write(json.dumps(clean(value), default=str, indent=2, allow_nan=False) + "\n")
+
+
 def print_records(
     records: Iterable[Any], *, as_json: bool, columns: Sequence[str] | None = None, title: str | None = None
 ) -> None:
     """A list of records as a table (the given columns) or, with ``--json``, as a JSON array of objects."""
     rows = [_plain(r) for r in records]
     if as_json:
-        sys.stdout.write(json.dumps(rows, default=str, indent=2) + "\n")
+        print_json(rows)
         return
     if not rows:
         console.print("(none)")
@@ -71,7 +87,7 @@ def print_records(
 def print_record(record: Any, *, as_json: bool) -> None:
     data = _plain(record)
     if as_json:
-        sys.stdout.write(json.dumps(data, default=str, indent=2) + "\n")
+        print_json(data)
         return
     table = Table(show_header=False)
     table.add_column("field", style="bold")

@@ -8,7 +8,7 @@ from typing import Any
 
 import typer
 
-from qmlops.cli._common import JSON_OPTION, console, handle_errors, print_record, print_records
+from qmlops.cli._common import JSON_OPTION, console, handle_errors, print_json, print_record, print_records
 from qmlops.exceptions import ValidationError, reject_unknown
 
 experiments_app = typer.Typer(no_args_is_help=True)
@@ -105,7 +105,7 @@ def results(experiment: str, alpha: float = typer.Option(0.05, "--alpha"),
     if html_out is not None:
         html_out.write_text(service.report_html(experiment, alpha=alpha))
     if as_json:
-        typer.echo(json.dumps(res, default=str, indent=2))
+        print_json(res)
         return
     console.print(f"units per variant: {res['units']}; SRM: {res.get('srm')}")
     print_records([{k: m[k] for k in ("metric", "variant", "control_mean", "variant_mean", "relative_lift", "relative_ci",
@@ -141,7 +141,7 @@ def explain_command(
         report, uri = explain_global(model, ref)
         out = report.to_dict(top=top) | {"report_uri": uri}
         if as_json:
-            typer.echo(json.dumps(out, default=str, indent=2))
+            print_json(out)
             return
         print_records(
             report.families.reset_index().to_dict(orient="records"), as_json=False, title="families"
@@ -180,7 +180,7 @@ def explain_command(
         "model_version": explainer.record.id,
     }
     if as_json:
-        typer.echo(json.dumps(result, indent=2))
+        print_json(result)
         return
     console.print(f"prediction {result['prediction']:.6g} = base {result['base_value']:.6g} + contributions "
                   f"({explainer.method}; additivity error {result['additivity_error']:.1e})")  # fmt: skip

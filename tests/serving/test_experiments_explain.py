@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
 from qmlops.exceptions import ConflictError
 from qmlops.experiments import ExperimentService
@@ -113,7 +116,18 @@ def test_experiment_end_to_end_over_serve(served: Served) -> None:
     assert res.status_code == 200, res.text
     (m,) = res.json()["metrics"]
     assert m["control_mean"] == 0 and m["relative_lift"] is None and m["absolute_lift"] > 0
+    # the CLI's --json is strict JSON too (Python would print a bare NaN token, which JSON parsers refuse)
+    from qmlops.cli import app
+
+    out = CliRunner().invoke(app, ["experiments", "results", zero["id"], "--json"])
+    assert out.exit_code == 0, out.output
+    (cli_metric,) = json.loads(out.stdout, parse_constant=_not_json)["metrics"]
+    assert cli_metric["relative_lift"] is None and cli_metric["absolute_lift"] == m["absolute_lift"]
     service.stop(zero["id"])
+
+
+def _not_json(token: str) -> None:
+    raise AssertionError(f"{token} is not JSON")
 
 
 def test_explain_endpoint_matches_prediction(served: Served) -> None:
