@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import re
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import Any
@@ -235,6 +236,22 @@ class ModelRepository:
                 "SELECT * FROM model_transitions WHERE model_id = ? ORDER BY seq", [model_id]
             )
         return [TransitionRecord(**r) for r in rows]
+
+    def recent_history(
+        self, names: Sequence[str], per_name: int = 50
+    ) -> dict[str, builtins.list[TransitionRecord]]:
+        """The last ``per_name`` transitions of each model name, oldest first, in one query."""
+        if not names:
+            return {}
+        rows = self._db.query(
+            "SELECT * EXCLUDE (rank) FROM (SELECT *, row_number() OVER (PARTITION BY name ORDER BY seq DESC) AS rank "
+            f"FROM model_transitions WHERE name IN ({', '.join('?' * len(names))})) WHERE rank <= ? ORDER BY name, seq",
+            [*names, int(per_name)],
+        )
+        out: dict[str, builtins.list[TransitionRecord]] = {name: [] for name in names}
+        for r in rows:
+            out[r["name"]].append(TransitionRecord(**r))
+        return out
 
     def set_validation(self, model_id: str, report: dict[str, Any]) -> None:
         self._db.execute("UPDATE model_versions SET validation = ? WHERE id = ?", [dumps(report), model_id])

@@ -50,11 +50,11 @@ def models_view(store: Any, *, limit: int = 500) -> dict[str, Any]:
             "n_features": len((r.signature or {}).get("feature_names") or []), "run_id": r.tags.get("run_id"),
             "report_uri": r.tags.get("report_uri"),
         })  # fmt: skip
+    histories = store.models.recent_history(sorted(names), per_name=50)
     out = []
     for name in sorted(names):
-        history = [t.to_dict() for t in store.models.history(name)]
         out.append({"name": name, "versions": sorted(names[name], key=lambda v: -v["version"]),
-                    "history": history[-50:]})  # fmt: skip
+                    "history": [t.to_dict() for t in histories[name]]})  # fmt: skip
     return clean({"models": out})
 
 

@@ -174,6 +174,11 @@ def test_one_production_version_and_history_by_date(tmp_home: Path, trained: Tra
     reg.promote("alpha", 3, previous_to="staging", skip_validation="t")
     assert reg.get("alpha", 2).state == "staging"
     assert [r.version for r in reg.search("name = 'alpha' and state = 'production'")] == [3]
+    # the page's one-query read: the newest transitions per name, oldest first, the same records as history
+    everything = reg.history("alpha")
+    assert len(everything) > 4
+    recent = reg.store.models.recent_history(["alpha", "no-such-model"], per_name=4)
+    assert recent == {"alpha": everything[-4:], "no-such-model": []}
 
 
 def test_aliases_have_their_own_history(tmp_home: Path, trained: Trained) -> None:
