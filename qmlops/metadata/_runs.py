@@ -133,8 +133,8 @@ class RunRepository:
                 "SET ts = excluded.ts, train_loss = excluded.train_loss, valid_loss = excluded.valid_loss, "
                 "valid_ic = excluded.valid_ic, best_step = excluded.best_step, early_stop = excluded.early_stop, "
                 "extra = excluded.extra",
-                [run_id, int(step), now, finite_or_none(train_loss), finite_or_none(valid_loss), finite_or_none(valid_ic), best_step,
-                 dumps(early_stop or {}), dumps(extra or {})],
+                [run_id, int(step), now, finite_or_none(train_loss), finite_or_none(valid_loss),
+                 finite_or_none(valid_ic), best_step, dumps(early_stop or {}), dumps(extra or {})],
             )  # fmt: skip
             self._db.execute(
                 "UPDATE runs SET heartbeat_at = ?, best_step = ? WHERE id = ?", [now, best_step, run_id]
