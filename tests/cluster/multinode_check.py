@@ -8,6 +8,9 @@ import json
 import os
 import sys
 import tempfile
+import time
+
+import numpy as np
 
 
 def main(csv: str) -> None:
@@ -61,12 +64,21 @@ def main(csv: str) -> None:
         out["feature_rows"] = mat.record.n_rows
         from ray.util.state import list_tasks
 
-        tasks = list_tasks(
-            filters=[("state", "=", "FINISHED")], detail=True, limit=10_000, raise_on_missing_output=False
-        )
-        out["feature_task_nodes"] = sorted(
-            {t.node_id for t in tasks if "MapBatches" in (t.name or "") and t.node_id}
-        )
+        from qmlops.features._engine import plan_batches
+
+        # Task states reach the GCS asynchronously (each node reports about once a second), so wait until every
+        # batch's task is reported before reading where they ran; reading at once can miss other nodes' tasks.
+        batches = len(plan_batches(np.arange(ds.n_instruments), 3))
+        deadline = time.monotonic() + 60
+        while True:
+            tasks = [t for t in list_tasks(filters=[("state", "=", "FINISHED")], detail=True, limit=10_000,
+                                           raise_on_missing_output=False) if "MapBatches" in (t.name or "")]  # fmt: skip
+            if len(tasks) >= batches or time.monotonic() > deadline:
+                break
+            time.sleep(1)
+        out["feature_batches"] = batches
+        out["feature_tasks_reported"] = len(tasks)
+        out["feature_task_nodes"] = sorted({t.node_id for t in tasks if t.node_id})
 
         # a tuning run: 3 trials of 1 CPU at a time on three 1-CPU nodes
         from qmlops.tuning import TuneConfig, tune_models
