@@ -52,6 +52,10 @@ class Where:
                 self.add(f"{self.prefix}{column} = ?", value)
         return self
 
+    def one_of(self, column: str, values: Sequence[Any]) -> Where:
+        """``column IN (?, ...)`` over ``values`` (the caller handles an empty list: ``IN ()`` is not SQL)."""
+        return self.add(f"{self.prefix}{column} IN ({', '.join('?' * len(values))})", *values)
+
     def add(self, clause: str, *params: Any) -> Where:
         self.clauses.append(clause)
         self.params.extend(params)

@@ -14,7 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from qmlops.exceptions import ConflictError, NotFoundError, ValidationError
-from qmlops.metadata._db import Database, dumps, loads, utcnow
+from qmlops.metadata._db import Database, Where, dumps, loads, utcnow
 
 __all__ = [
     "ModelVersionRecord",
@@ -243,10 +243,11 @@ class ModelRepository:
         """The last ``per_name`` transitions of each model name, oldest first, in one query."""
         if not names:
             return {}
+        w = Where().one_of("name", names)
         rows = self._db.query(
             "SELECT * EXCLUDE (rank) FROM (SELECT *, row_number() OVER (PARTITION BY name ORDER BY seq DESC) AS rank "
-            f"FROM model_transitions WHERE name IN ({', '.join('?' * len(names))})) WHERE rank <= ? ORDER BY name, seq",
-            [*names, int(per_name)],
+            f"FROM model_transitions {w.sql}) WHERE rank <= ? ORDER BY name, seq",
+            [*w.params, int(per_name)],
         )
         out: dict[str, builtins.list[TransitionRecord]] = {name: [] for name in names}
         for r in rows:

@@ -253,9 +253,9 @@ class MonitoringRepository:
         self, *, states: builtins.list[str] | None = None, limit: int = 200
     ) -> builtins.list[dict[str, Any]]:
         if states:
-            marks = ", ".join("?" for _ in states)
-            rows = self._db.query(f"SELECT * FROM job_queue WHERE state IN ({marks}) ORDER BY submitted_at LIMIT ?",
-                                  [*states, int(limit)])  # fmt: skip
+            w = Where().one_of("state", states)
+            rows = self._db.query(f"SELECT * FROM job_queue {w.sql} ORDER BY submitted_at LIMIT ?",
+                                  [*w.params, int(limit)])  # fmt: skip
         else:
             rows = self._db.query("SELECT * FROM job_queue ORDER BY submitted_at DESC LIMIT ?", [int(limit)])
         return [_job(r) for r in rows]

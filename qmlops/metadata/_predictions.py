@@ -106,11 +106,7 @@ class PredictionRepository:
         if not model_ids:
             return {}
         since = datetime.fromtimestamp(float(since_epoch), UTC).replace(tzinfo=None)
-        w = (
-            Where()
-            .add("p.ts > ?", since)
-            .add(f"p.model_id IN ({', '.join('?' for _ in model_ids)})", *model_ids)
-        )
+        w = Where().add("p.ts > ?", since).one_of("p.model_id", model_ids)
         return {r["model_id"]: r for r in self._aggregate(w, ("model_id",))}
 
     def _aggregate(self, where: Where, keys: tuple[str, ...]) -> list[dict[str, Any]]:
