@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import builtins
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from qmlops.exceptions import ConflictError
@@ -118,12 +119,23 @@ class ServingRepository:
                              [rollout_id, int(row["n"]) if row else 1, utcnow(), kind, dumps(detail or {})])  # fmt: skip
 
     def events(self, rollout_id: str) -> builtins.list[dict[str, Any]]:
-        rows = self._db.query("SELECT seq, ts, kind, detail FROM rollout_events WHERE rollout_id = ? ORDER BY seq",
-                              [rollout_id])  # fmt: skip
-        return [
-            {"seq": r["seq"], "ts": iso(r["ts"]), "kind": r["kind"], "detail": loads(r["detail"]) or {}}
-            for r in rows
-        ]
+        return self.events_for([rollout_id])[rollout_id]
+
+    def events_for(self, rollout_ids: Sequence[str]) -> dict[str, builtins.list[dict[str, Any]]]:
+        """Each rollout's events in order, for several rollouts in one query."""
+        out: dict[str, builtins.list[dict[str, Any]]] = {rid: [] for rid in rollout_ids}
+        if not out:
+            return out
+        w = Where().one_of("rollout_id", list(out))
+        rows = self._db.query(
+            f"SELECT rollout_id, seq, ts, kind, detail FROM rollout_events {w.sql} ORDER BY rollout_id, seq",
+            w.params,
+        )
+        for r in rows:
+            out[r["rollout_id"]].append(
+                {"seq": r["seq"], "ts": iso(r["ts"]), "kind": r["kind"], "detail": loads(r["detail"]) or {}}
+            )
+        return out
 
     # -- checks -------------------------------------------------------------------------------------------
     def add_check(

@@ -7,9 +7,10 @@ store as an argument so that the gateway (remote store) and tests (either store)
 
 from __future__ import annotations
 
-import math
 import threading
 from typing import Any
+
+from qmlops.metadata import finite_or_none
 
 __all__ = [
     "clean",
@@ -29,7 +30,7 @@ _RECOMMEND_LOCK = threading.Lock()
 def clean(value: Any) -> Any:
     """The value with every non-finite float replaced by None (JSON has no NaN) and datetimes as ISO text."""
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        return finite_or_none(value)
     if isinstance(value, dict):
         return {str(k): clean(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -124,8 +125,9 @@ def rollouts_view(store: Any, *, limit: int = 20) -> dict[str, Any]:
     """Current routing weights per model, recent rollouts with their events and gate results, and checks."""
     tables = store.serving.list_tables()
     rollouts = store.serving.list_rollouts(limit=limit)
+    events = store.serving.events_for([r["id"] for r in rollouts])  # one query, not one per rollout
     for r in rollouts:
-        r["events"] = store.serving.events(r["id"])
+        r["events"] = events[r["id"]]
     checks = store.serving.checks(limit=200)
     return clean({
         "routes": [{k: t[k] for k in ("model", "revision", "sticky_field", "entries", "updated_at")} for t in tables],

@@ -200,3 +200,19 @@ def test_a_process_that_opened_the_file_hands_it_to_the_actor(ray_home: Path) ->
     remote = get_store()  # connecting to Ray hands the file over instead of failing on DuckDB's lock
     assert remote.is_remote
     assert remote.lineage.get_node("ds-before").label == "written locally"
+
+
+def test_rollout_events_for_several_rollouts_in_one_read(tmp_path: Path) -> None:
+    store = MetadataStore(str(tmp_path / "r.duckdb"))
+    for rid, model in (("ro-a", "alpha"), ("ro-b", "beta"), ("ro-c", "gamma")):
+        store.serving.create_rollout({"id": rid, "model": model, "strategy": "canary", "to_version": 2})
+    for rid, kind in (("ro-a", "started"), ("ro-b", "started"), ("ro-a", "step"), ("ro-b", "rolled_back"),
+                      ("ro-a", "succeeded")):  # fmt: skip
+        store.serving.add_event(rid, kind, {"by": rid})
+    both = store.serving.events_for(["ro-b", "ro-a", "ro-c"])
+    assert [e["kind"] for e in both["ro-a"]] == ["started", "step", "succeeded"]
+    assert [e["seq"] for e in both["ro-a"]] == [1, 2, 3]
+    assert [e["kind"] for e in both["ro-b"]] == ["started", "rolled_back"] and both["ro-c"] == []
+    assert all(e["detail"] == {"by": "ro-b"} for e in both["ro-b"])
+    assert store.serving.events("ro-a") == both["ro-a"] and store.serving.events_for([]) == {}
+    store.close()

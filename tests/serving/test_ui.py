@@ -70,6 +70,10 @@ def test_page_files_and_reads_behind_it(served: Served) -> None:
     rollouts = client.get("/v1/rollouts").json()
     assert {t["model"] for t in rollouts["routes"]} == {t["model"] for t in store.serving.list_tables()}
     assert len(rollouts["rollouts"]) == len(store.serving.list_rollouts(limit=20))
+    for r in rollouts["rollouts"]:  # each rollout carries its own events (read for all rollouts at once)
+        assert [(e["seq"], e["kind"]) for e in r["events"]] == [
+            (e["seq"], e["kind"]) for e in store.serving.events(r["id"])
+        ]
     assert client.get("/v1/jobs").json()["jobs"] == store.monitoring.jobs(limit=100)
 
 
