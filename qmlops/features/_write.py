@@ -188,9 +188,7 @@ def materialize_to(
             items = [{"part": k, "instruments": c} for k, c in enumerate(chunks)]
             ds = ray.data.from_items(items, override_num_blocks=len(items))
             summaries = []
-            # SPREAD, as in compute_features: on a cluster the batches go to different nodes
-            mapped = ds.map_batches(run, batch_size=1, num_cpus=1, batch_format="numpy", zero_copy_batch=True,
-                                    scheduling_strategy="SPREAD")  # fmt: skip
+            mapped = ds.map_batches(run, batch_size=1, num_cpus=1, batch_format="numpy", zero_copy_batch=True)
             for row in mapped.iter_rows():
                 summaries.append(pickle.loads(row["summary"]))
                 if progress:

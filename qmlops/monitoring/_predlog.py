@@ -13,7 +13,6 @@ the files of processes that are gone and records ``answered - flushed`` as that 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import json
 import logging
@@ -184,14 +183,6 @@ class PredictionLog:
                 self.flushed += len(items)
                 self._counters.write(self.seq, self.flushed)
             return len(items)
-
-    async def run(self) -> None:
-        """The flush loop (a task on the replica's event loop); flushing itself runs in a worker thread."""
-        loop = asyncio.get_running_loop()
-        while True:
-            await asyncio.sleep(min(0.1, self.options.flush_interval_s / 4))
-            if self.due():
-                await loop.run_in_executor(None, self.flush)
 
     def close(self) -> None:
         """Graceful shutdown: flush everything; the counter file goes (nothing was lost)."""
