@@ -83,15 +83,15 @@ def configure_ray_data() -> None:
     Ray Data reserves a share of the cluster for each operator (``op_resource_reservation_ratio`` = 0.5); with
     one map operator on a 2-CPU node that admitted one task at a time, so the batches ran one after another
     (measured: 1.4 s instead of 0.9 s for the S&P set). Without the reservation both CPUs work at once.
-    The batches are spread over the nodes (SPREAD: the tasks' arguments are small instrument lists; the context
-    setting, because a per-call ``scheduling_strategy`` is deprecated in Ray Data 2.60).
+    Ray Data spreads the batches over the nodes itself (its default for tasks with small arguments, such as these
+    instrument lists; ``tests/cluster/test_multinode.py`` checks it). Ray Data 2.60 deprecates setting a
+    scheduling strategy, per call or in the context, so none is set here.
     """
     import ray.data
 
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.op_resource_reservation_enabled = False
-    ctx.scheduling_strategy = "SPREAD"
 
 
 def _index_of(uri: str) -> tuple[np.ndarray, pd.DatetimeIndex]:
