@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any
 
@@ -39,6 +40,11 @@ def init_ray(
         return ray.get_runtime_context()
     env = dict(runtime_env or {})
     env_vars = {**qmlops_env_vars(), **env.get("env_vars", {})}
+    # Under `ray job submit` Ray merges the job's runtime env into this one and refuses a variable set in both
+    # (even to the same value). The job's variables are already in this process's environment, and so in its
+    # workers'; pass only the others.
+    for key in _job_env_vars():
+        env_vars.pop(key, None)
     env["env_vars"] = env_vars
     settings = get_settings()
     options: dict[str, Any] = {"namespace": settings.metadata_namespace, "runtime_env": env, **kwargs}
@@ -51,6 +57,18 @@ def init_ray(
         if include_dashboard is not None:
             options["include_dashboard"] = include_dashboard
     return ray.init(**options)
+
+
+def _job_env_vars() -> set[str]:
+    """The variables the enclosing Ray job's runtime env sets (empty outside a job driver)."""
+    raw = os.environ.get("RAY_JOB_CONFIG_JSON_ENV_VAR")  # what Ray gives a job's driver
+    if not raw:
+        return set()
+    try:
+        config = json.loads(raw)
+    except ValueError:
+        return set()
+    return set(((config.get("runtime_env") or {}).get("env_vars") or {}).keys())
 
 
 def shutdown_ray() -> None:
