@@ -32,7 +32,9 @@ def init_ray(
     """``ray.init`` with the qmlops namespace and the ``QMLOPS_*`` settings in the runtime environment.
 
     ``address=None`` connects to ``RAY_ADDRESS`` if set (as under ``ray job submit``), else starts a local
-    cluster with the given resources. Calling it when Ray is already initialised returns the current context.
+    cluster with the given resources; ``address="local"`` always starts a new local cluster (Ray itself would
+    otherwise join the latest ``ray start`` cluster on this machine). Calling it when Ray is already initialised
+    returns the current context.
     """
     import ray
 
@@ -50,9 +52,11 @@ def init_ray(
     options: dict[str, Any] = {"namespace": settings.metadata_namespace, "runtime_env": env, **kwargs}
     if address is None:
         address = os.environ.get("RAY_ADDRESS")
-    if address:
+    if address and address != "local":
         options["address"] = address
     else:
+        if address == "local":
+            options["address"] = "local"
         options.update(num_cpus=num_cpus, num_gpus=num_gpus, object_store_memory=object_store_memory)
         if include_dashboard is not None:
             options["include_dashboard"] = include_dashboard

@@ -48,7 +48,9 @@ def ray_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
     session_home = tmp_path_factory.mktemp("ray-session-home")
     os.environ["QMLOPS_HOME"] = str(session_home)
     # The dashboard serves the Jobs API (the job queue submits through it) and the metrics endpoint.
+    # "local": a new cluster of the session's own, even when a `ray start` cluster runs on this machine.
     ctx = init_ray(
+        "local",
         num_cpus=RAY_NUM_CPUS,
         object_store_memory=RAY_OBJECT_STORE_BYTES,
         include_dashboard=True,
