@@ -19,6 +19,7 @@ __all__ = [
     "IncompatibleModelError",
     "SchemaVersionError",
     "IntegrityError",
+    "UnavailableError",
 ]
 
 
@@ -93,6 +94,14 @@ class IntegrityError(QmlopsError):
 
     exit_code = 7
     http_status = 500
+
+
+class UnavailableError(QmlopsError):
+    """The metadata store cannot be reached right now: its file is locked by another process, the cluster or
+    the metadata actor does not answer. The message names what to do; nothing was changed."""
+
+    exit_code = 8
+    http_status = 503
 
 
 def reject_unknown(given: Iterable[str], known: Iterable[str], what: str, *, prefix: str = "") -> None:

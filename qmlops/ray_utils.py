@@ -7,6 +7,7 @@ import os
 from typing import Any
 
 from qmlops.config import get_settings
+from qmlops.exceptions import UnavailableError
 
 __all__ = ["init_ray", "qmlops_env_vars", "shutdown_ray"]
 
@@ -60,7 +61,33 @@ def init_ray(
         options.update(num_cpus=num_cpus, num_gpus=num_gpus, object_store_memory=object_store_memory)
         if include_dashboard is not None:
             options["include_dashboard"] = include_dashboard
-    return ray.init(**options)
+    if address and address not in ("local", "auto") and "://" not in address:
+        _probe(address)  # Ray itself retries an unreachable GCS for minutes before it says so
+    try:
+        return ray.init(**options)
+    except ConnectionError as exc:
+        raise UnavailableError(
+            f"cannot reach the Ray cluster at {address or 'this machine'} ({str(exc).splitlines()[0][:200]}); "
+            "start one with `ray start --head`, or fix/unset RAY_ADDRESS",
+            field="RAY_ADDRESS",
+        ) from None
+
+
+def _probe(address: str, timeout: float = 3.0) -> None:
+    """Fail fast, in one line, when nothing listens at a ``host:port`` cluster address."""
+    import socket
+
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise UnavailableError(
+            f"no Ray cluster answers at {address} ({exc.strerror or exc}); start one with `ray start --head`, "
+            "or fix/unset RAY_ADDRESS",
+            field="RAY_ADDRESS",
+        ) from None
 
 
 def _job_env_vars() -> set[str]:

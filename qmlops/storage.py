@@ -6,6 +6,7 @@ works on a laptop and on a multi-node cluster with shared storage.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import uuid
 from pathlib import Path
@@ -23,6 +24,8 @@ __all__ = [
     "write_bytes",
     "read_bytes",
     "delete",
+    "upload_file",
+    "download_file",
 ]
 
 
@@ -92,3 +95,37 @@ def delete(uri: str) -> None:
         fs.delete_dir(path)
     elif info.type == pafs.FileType.File:
         fs.delete_file(path)
+
+
+_CHUNK = 8 * 1024 * 1024
+
+
+def _stream(src: object, out: object) -> tuple[int, str]:
+    digest, size = hashlib.sha256(), 0
+    while chunk := src.read(_CHUNK):  # type: ignore[attr-defined]
+        digest.update(chunk)
+        out.write(chunk)  # type: ignore[attr-defined]
+        size += len(chunk)
+    return size, digest.hexdigest()
+
+
+def upload_file(local: str, uri: str) -> tuple[int, str]:
+    """Stream a local file to ``uri`` (appears whole or not at all); returns its size and sha256."""
+    fs, path = resolve(uri)
+    fs.create_dir(_parent(path), recursive=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    with open(local, "rb") as src, fs.open_output_stream(tmp) as out:
+        result = _stream(src, out)
+    _atomic_finish(fs, tmp, path)
+    return result
+
+
+def download_file(uri: str, local: str) -> tuple[int, str]:
+    """Stream ``uri`` to a local file (appears whole or not at all); returns its size and sha256."""
+    fs, path = resolve(uri)
+    Path(local).parent.mkdir(parents=True, exist_ok=True)
+    tmp = f"{local}.tmp-{uuid.uuid4().hex}"
+    with fs.open_input_stream(path) as src, open(tmp, "wb") as out:
+        result = _stream(src, out)
+    os.replace(tmp, local)
+    return result

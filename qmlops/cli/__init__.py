@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from qmlops.cli._admin import app as admin_app
 from qmlops.cli._common import handle_errors
 from qmlops.cli._data import app as data_app
 from qmlops.cli._experiments import experiments_app, explain_command
@@ -45,6 +46,7 @@ app.add_typer(
     experiments_app, name="experiments", help="A/B experiments over served versions: create, start, results."
 )
 app.command("explain")(explain_command)
+app.add_typer(admin_app, name="admin", help="The metadata store: backup, restore, check.")
 
 
 @app.command("demo")

@@ -22,6 +22,7 @@ __all__ = [
     "print_record",
     "print_json",
     "JSON_OPTION",
+    "init_cluster",
 ]
 
 # Output that is piped or captured keeps full-width tables instead of rich's 80-column default.
@@ -103,3 +104,11 @@ def _cell(value: Any) -> str:
     if isinstance(value, dict | list):
         return json.dumps(value, default=str)
     return str(value)
+
+
+def init_cluster(**kwargs: Any) -> Any:
+    """Join the Ray cluster as Ray's own CLI finds it (``RAY_ADDRESS``, else the local ``ray start`` cluster, else
+    a new local one) without streaming the workers' logs here: a command prints its own events."""
+    from qmlops.ray_utils import init_ray
+
+    return init_ray(log_to_driver=False, logging_level="WARNING", **kwargs)

@@ -48,9 +48,9 @@ def create(spec: Path = typer.Argument(..., help="YAML/JSON: name, model, varian
     data = _spec(spec)
     service = _service()
     if start:
-        from qmlops.ray_utils import init_ray
+        from qmlops.cli._common import init_cluster
 
-        init_ray()
+        init_cluster()
     exp = service.create(
         data.pop("name"), data.pop("model"), data.pop("variants"), metrics=data.pop("metrics"), **data
     )
@@ -63,9 +63,9 @@ def create(spec: Path = typer.Argument(..., help="YAML/JSON: name, model, varian
 @handle_errors
 def start(experiment: str, as_json: bool = JSON_OPTION) -> None:
     """Start an experiment: the gateway begins assigning users to its variants."""
-    from qmlops.ray_utils import init_ray
+    from qmlops.cli._common import init_cluster
 
-    init_ray()
+    init_cluster()
     print_record(_service().start(experiment), as_json=as_json)
 
 
@@ -73,9 +73,9 @@ def start(experiment: str, as_json: bool = JSON_OPTION) -> None:
 @handle_errors
 def stop(experiment: str, as_json: bool = JSON_OPTION) -> None:
     """Stop an experiment (its data stays for analysis)."""
-    from qmlops.ray_utils import init_ray
+    from qmlops.cli._common import init_cluster
 
-    init_ray()
+    init_cluster()
     print_record(_service().stop(experiment), as_json=as_json)
 
 

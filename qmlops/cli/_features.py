@@ -28,9 +28,9 @@ def build_command(
     from qmlops.features import materialize
 
     if engine in ("ray", "qlib"):
-        from qmlops.ray_utils import init_ray
+        from qmlops.cli._common import init_cluster
 
-        init_ray(num_cpus=num_cpus)
+        init_cluster(num_cpus=num_cpus)
     with Progress(TextColumn("[bold]features[/] {task.description}"), BarColumn(), TextColumn("{task.completed}/"
                   "{task.total} batches"), TimeElapsedColumn(), console=err_console, transient=True) as bar:  # fmt: skip
         task = bar.add_task(f"{feature_set} ({engine})", total=None)

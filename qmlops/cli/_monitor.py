@@ -23,9 +23,9 @@ def _store() -> Any:
 
 
 def _cluster_store() -> Any:
-    from qmlops.ray_utils import init_ray
+    from qmlops.cli._common import init_cluster
 
-    init_ray()
+    init_cluster()
     return _store()
 
 

@@ -15,10 +15,10 @@ deploy_app = typer.Typer(no_args_is_help=True)
 
 
 def _service() -> Any:
-    from qmlops.ray_utils import init_ray
+    from qmlops.cli._common import init_cluster
     from qmlops.serving import ServeService
 
-    init_ray()
+    init_cluster()
     return ServeService()
 
 

@@ -190,11 +190,11 @@ def _run_here(config: Any, label: str) -> dict[str, Any]:
 def _run_on_ray(config: Any, num_cpus: float, num_gpus: float) -> dict[str, Any]:
     import ray
 
+    from qmlops.cli._common import init_cluster
     from qmlops.metadata import get_store
-    from qmlops.ray_utils import init_ray
     from qmlops.training import train_remote
 
-    init_ray()
+    init_cluster()
     run_id, ref = train_remote(config, num_cpus=num_cpus, num_gpus=num_gpus)
     err_console.print(f"submitted run [bold cyan]{run_id}[/] as a Ray task ({num_cpus} CPU, {num_gpus} GPU)")
     follow(get_store(), run_id, until=lambda: bool(ray.wait([ref], timeout=0)[0]))

@@ -78,7 +78,7 @@ def start_command(
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Search hyperparameters (and model types) on Ray Tune; register the best."""
-    from qmlops.ray_utils import init_ray
+    from qmlops.cli._common import init_cluster
     from qmlops.tuning import TuneConfig, tune_models
 
     types = [t.strip() for t in model_types.split(",") if t.strip()]
@@ -98,7 +98,7 @@ def start_command(
         config.points_to_evaluate = []  # the types the recommender ranks first get their defaults tried first
         for r in ranked[:2]:
             console.print(f"recommender: {r.model_type} ({r.score:.2f}): {r.reason}")
-    init_ray()
+    init_cluster()
     _summary(tune_models(config), as_json)
 
 
@@ -106,10 +106,10 @@ def start_command(
 @handle_errors
 def resume_command(run_id: str = typer.Argument(...), as_json: bool = JSON_OPTION) -> None:
     """Continue an interrupted tuning run from its stored trials (finished trials are not rerun)."""
-    from qmlops.ray_utils import init_ray
+    from qmlops.cli._common import init_cluster
     from qmlops.tuning import resume_tuning
 
-    init_ray()
+    init_cluster()
     _summary(resume_tuning(run_id), as_json)
 
 

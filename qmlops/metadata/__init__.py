@@ -5,6 +5,8 @@
 on a Ray cluster, by the single-writer actor ``qmlops-metadata``.
 """
 
+from qmlops.metadata._admin import AdminRepository
+from qmlops.metadata._backup import backup_store, check_store, restore_store
 from qmlops.metadata._datasets import DatasetRecord, DatasetRepository
 from qmlops.metadata._db import MIGRATIONS, Database
 from qmlops.metadata._features import FeatureRepository, FeatureSetRecord, FeatureStat, MaterializationRecord
@@ -21,6 +23,7 @@ from qmlops.metadata._predictions import PREDICTION_SCHEMA, PredictionRepository
 from qmlops.metadata._runs import RUN_KINDS, RUN_STATUSES, RunMetric, RunRecord, RunRepository, finite_or_none
 from qmlops.metadata._store import (
     REPOSITORIES,
+    HttpMetadataStore,
     MetadataStore,
     RemoteMetadataStore,
     connect_remote,
@@ -30,10 +33,15 @@ from qmlops.metadata._store import (
 )
 
 __all__ = [
+    "AdminRepository",
+    "backup_store",
+    "restore_store",
+    "check_store",
     "Database",
     "MIGRATIONS",
     "MetadataStore",
     "RemoteMetadataStore",
+    "HttpMetadataStore",
     "REPOSITORIES",
     "get_store",
     "finite_or_none",

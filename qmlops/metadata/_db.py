@@ -17,6 +17,7 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute  # noqa: F401  (pa.compute)
 
 from qmlops.exceptions import NotFoundError, SchemaVersionError
 
@@ -190,6 +191,12 @@ class Database:
             return self._con.execute(sql, list(params)).to_arrow_table()
 
     @contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the connection: no statement of this process runs until the block ends."""
+        with self._lock:
+            yield
+
+    @contextmanager
     def transaction(self) -> Iterator[None]:
         with self._lock:
             self._run("BEGIN TRANSACTION")
@@ -200,10 +207,13 @@ class Database:
                 raise
             self._run("COMMIT")
 
-    def append_arrow(self, table: str, batch: pa.Table) -> int:
-        """Insert an Arrow table in one statement and one transaction; returns the row count.
+    def append_arrow(self, table: str, batch: pa.Table, *, key: tuple[str, str] | None = None) -> int:
+        """Insert an Arrow table in one statement and one transaction; returns the number of rows inserted.
 
         ``table`` is a trusted identifier from a repository, never user input. Columns are matched by name.
+        ``key`` (a writer and its sequence number, e.g. ``("replica", "seq")``) makes the append idempotent: rows
+        whose key is stored already are skipped, so a batch sent again after a lost answer is not duplicated.
+        The lookup is bounded to sequence numbers at or above the batch's lowest one.
         """
         if batch.num_rows == 0:
             return 0
@@ -212,10 +222,17 @@ class Database:
             view = f"_append_{threading.get_ident()}"
             self._con.register(view, batch)
             try:
-                self._run(f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM "{view}"')
+                sql = f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM "{view}" v'
+                params: list[Any] = []
+                if key is not None:
+                    writer, seq = key
+                    sql += (f' WHERE NOT EXISTS (SELECT 1 FROM "{table}" t WHERE t."{seq}" >= ? '
+                            f'AND t."{writer}" = v."{writer}" AND t."{seq}" = v."{seq}")')  # fmt: skip
+                    params.append(pa.compute.min(batch[seq]).as_py())
+                row = self._con.execute(sql, params).fetchall()
             finally:
                 self._con.unregister(view)
-        return batch.num_rows
+        return int(row[0][0]) if row else batch.num_rows
 
     def close(self) -> None:
         with self._lock:

@@ -59,8 +59,13 @@ class PredictionRepository:
         self._db = db
 
     def append(self, rows: pa.Table | Sequence[Mapping[str, Any]]) -> int:
-        """Append a batch in one transaction; returns how many rows were written."""
-        return self._db.append_arrow("predictions", _to_arrow(rows))
+        """Append a batch in one transaction; returns how many rows were written.
+
+        Rows that carry their replica and sequence number (what the gateway writes) are appended once: a batch
+        retried after its answer was lost (the metadata actor died after the commit) skips what is stored."""
+        table = _to_arrow(rows)
+        keyed = table.num_rows > 0 and table["replica"].null_count == 0 and table["seq"].null_count == 0
+        return self._db.append_arrow("predictions", table, key=("replica", "seq") if keyed else None)
 
     def count(self, model_name: str | None = None) -> int:
         if model_name is None:

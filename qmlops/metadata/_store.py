@@ -7,14 +7,20 @@ repositories have the same methods, each call forwarded to the actor.
 
 from __future__ import annotations
 
+import re
 import sys
 import threading
+import time
 from typing import Any, cast
 
+import duckdb
+
 from qmlops.config import Settings, get_settings
-from qmlops.exceptions import ValidationError
+from qmlops.exceptions import IntegrityError, UnavailableError, ValidationError
+from qmlops.metadata._admin import AdminRepository
 from qmlops.metadata._datasets import DatasetRepository
 from qmlops.metadata._db import Database
+from qmlops.metadata._endpoint import HttpMetadataStore, read_endpoint
 from qmlops.metadata._experiments import ExperimentRepository
 from qmlops.metadata._features import FeatureRepository
 from qmlops.metadata._lineage import LineageRepository
@@ -24,7 +30,14 @@ from qmlops.metadata._predictions import PredictionRepository
 from qmlops.metadata._runs import RunRepository
 from qmlops.metadata._serving import ServingRepository
 
-__all__ = ["MetadataStore", "RemoteMetadataStore", "get_store", "open_local", "REPOSITORIES"]
+__all__ = [
+    "MetadataStore",
+    "RemoteMetadataStore",
+    "HttpMetadataStore",
+    "get_store",
+    "open_local",
+    "REPOSITORIES",
+]
 
 # Name of the attribute on the store -> repository class. Later table families add themselves here.
 REPOSITORIES: dict[str, type] = {
@@ -37,6 +50,7 @@ REPOSITORIES: dict[str, type] = {
     "serving": ServingRepository,
     "monitoring": MonitoringRepository,
     "experiments": ExperimentRepository,
+    "admin": AdminRepository,
 }
 
 
@@ -52,6 +66,7 @@ class MetadataStore:
     serving: ServingRepository
     monitoring: MonitoringRepository
     experiments: ExperimentRepository
+    admin: AdminRepository
 
     def __init__(self, path: str) -> None:
         self.db = Database(path)
@@ -71,12 +86,32 @@ class MetadataStore:
         _LOCAL.pop(self.path, None)
 
 
-class _RemoteRepository:
-    """Forwards ``repo.method(*args, **kwargs)`` to the metadata actor and re-raises its errors here."""
+_RESTART_WAIT_S = 120.0
 
-    def __init__(self, actor: Any, name: str) -> None:
+
+class _RemoteRepository:
+    """Forwards ``repo.method(*args, **kwargs)`` to the metadata actor and re-raises its errors here.
+
+    A call that meets a dead or restarting actor is sent again once the actor is back (it restarts on its own;
+    every commit is on disk): writers keep going through a restart instead of failing their run. Writes are
+    safe to repeat: appends are keyed (``predictions``: replica + sequence), runs and metrics are upserts by id.
+    """
+
+    def __init__(self, actor: Any, name: str, actor_name: str | None = None) -> None:
         self._actor = actor
         self._name = name
+        self._actor_name = actor_name
+
+    def _still_registered(self) -> bool:
+        import ray
+
+        if self._actor_name is None:
+            return False
+        try:
+            ray.get_actor(self._actor_name, namespace=get_settings().metadata_namespace)
+        except ValueError:
+            return False  # killed for good (shutdown_remote): nothing will come back
+        return True
 
     def __getattr__(self, method: str) -> Any:
         if method.startswith("_"):
@@ -84,8 +119,22 @@ class _RemoteRepository:
 
         def call(*args: Any, **kwargs: Any) -> Any:
             import ray
+            from ray.exceptions import RayActorError
 
-            status, value = ray.get(self._actor.call.remote(self._name, method, args, kwargs))
+            deadline, delay = time.monotonic() + _RESTART_WAIT_S, 0.2
+            while True:
+                try:
+                    status, value = ray.get(self._actor.call.remote(self._name, method, args, kwargs))
+                    break
+                except RayActorError as exc:
+                    if time.monotonic() > deadline or not self._still_registered():
+                        raise UnavailableError(
+                            f"the metadata actor is gone ({type(exc).__name__}) and did not come back; check the "
+                            "cluster with `ray status` and the actor in the dashboard",
+                            field="metadata",
+                        ) from None
+                    time.sleep(delay)
+                    delay = min(2 * delay, 2.0)
             if status == "err":
                 raise value
             return value
@@ -106,12 +155,13 @@ class RemoteMetadataStore:
     serving: ServingRepository
     monitoring: MonitoringRepository
     experiments: ExperimentRepository
+    admin: AdminRepository
 
     def __init__(self, actor: Any, name: str) -> None:
         self.actor = actor
         self.actor_name = name
         for attr in REPOSITORIES:
-            setattr(self, attr, cast(Any, _RemoteRepository(actor, attr)))
+            setattr(self, attr, cast(Any, _RemoteRepository(actor, attr, name)))
         import ray
 
         self.path = ray.get(actor.describe.remote())["path"]
@@ -134,10 +184,18 @@ class RemoteMetadataStore:
 
 
 class _MetadataActor:
-    """Owns the DuckDB connection on a cluster. Calls run one at a time (a plain, non-async actor)."""
+    """Owns the DuckDB connection on a cluster. Calls run one at a time, whether they come from Ray or from the
+    loopback endpoint it serves for processes outside Ray (``_endpoint``), whose address it writes under
+    ``home/run``."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, home: str | None = None) -> None:
         self._store = MetadataStore(path)
+        self._serial = threading.Lock()
+        self._endpoint: Any = None
+        if home is not None:
+            from qmlops.metadata._endpoint import EndpointServer
+
+            self._endpoint = EndpointServer(self.call, self.describe, home)
 
     def describe(self) -> dict[str, Any]:
         return {"path": self._store.path, "schema_version": self._store.schema_version()}
@@ -145,24 +203,70 @@ class _MetadataActor:
     def call(self, repo: str, method: str, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[str, Any]:
         if repo not in REPOSITORIES or method.startswith("_"):
             return "err", ValidationError(f"unknown metadata call {repo}.{method}", field="method")
-        try:
-            return "ok", getattr(getattr(self._store, repo), method)(*args, **kwargs)
-        except Exception as exc:  # returned, not raised: the client re-raises the original type
-            return "err", exc
+        with self._serial:
+            try:
+                return "ok", getattr(getattr(self._store, repo), method)(*args, **kwargs)
+            except Exception as exc:  # returned, not raised: the client re-raises the original type
+                return "err", exc
+
+    def __ray_shutdown__(self) -> None:
+        if self._endpoint is not None:
+            self._endpoint.close()
 
 
 _LOCAL: dict[str, MetadataStore] = {}
 _REMOTE: dict[str, RemoteMetadataStore] = {}
+_HTTP: dict[str, HttpMetadataStore] = {}
 _GUARD = threading.Lock()
 
 
 def open_local(path: str) -> MetadataStore:
-    """The process's one store for ``path`` (DuckDB allows one writing process per file)."""
+    """The process's one store for ``path`` (DuckDB allows one writing process per file).
+
+    A file another process holds (a cluster's metadata actor, another command) raises
+    :class:`UnavailableError` naming the holder and what to do, not DuckDB's lock error.
+    """
     with _GUARD:
         store = _LOCAL.get(path)
         if store is None:
-            store = _LOCAL[path] = MetadataStore(path)
+            try:
+                store = _LOCAL[path] = MetadataStore(path)
+            except duckdb.IOException as exc:
+                if "lock" not in str(exc).lower():
+                    raise IntegrityError(
+                        f"{path} cannot be read as a metadata store ({str(exc).splitlines()[0][:200]}); it was left "
+                        "as it is: restore a backup into a fresh home with `qmlops admin restore SRC`",
+                        field="metadata",
+                    ) from None
+                holder = re.search(r"PID (\d+)", str(exc))
+                raise UnavailableError(
+                    f"{path} is locked by another process{f' (PID {holder.group(1)})' if holder else ''}, "
+                    "usually a Ray cluster's metadata actor; this command reaches it through the endpoint file in "
+                    "QMLOPS_HOME/run, which is missing or stale: check QMLOPS_HOME matches the cluster's home "
+                    "and that the cluster runs (`ray status`), or stop the other process",
+                    field="metadata",
+                ) from None
         return store
+
+
+def _open_endpoint(settings: Settings) -> HttpMetadataStore | None:
+    """The store over this home's metadata actor endpoint, if one is written and answers; else ``None``."""
+    with _GUARD:
+        cached = _HTTP.get(settings.home)
+    if cached is not None:
+        return cached
+    info = read_endpoint(settings.home)
+    if not info or info.get("metadata_path") not in (None, settings.metadata_path):
+        return None
+    try:
+        store = HttpMetadataStore(
+            str(info["url"]), str(info["token"]), list(REPOSITORIES), home=settings.home
+        )
+    except (UnavailableError, KeyError, ValueError):
+        return None  # stale: the actor is gone (its file stays behind after a kill -9)
+    with _GUARD:
+        _HTTP[settings.home] = store
+    return store
 
 
 def _ray() -> Any:
@@ -197,7 +301,7 @@ def connect_remote(settings: Settings) -> RemoteMetadataStore:
             max_restarts=-1,
             # The DuckDB file lives on the head node; keep its only writer there.
             resources={"node:__internal_head__": 0.001},
-        ).remote(settings.metadata_path)
+        ).remote(settings.metadata_path, settings.home)
         store = _REMOTE[name] = RemoteMetadataStore(actor, name)
         return store
 
@@ -205,18 +309,29 @@ def connect_remote(settings: Settings) -> RemoteMetadataStore:
 def get_store(settings: Settings | None = None) -> MetadataStore | RemoteMetadataStore:
     """The metadata store for this process.
 
-    ``QMLOPS_METADATA_MODE``: ``local`` opens the file here; ``ray`` uses the actor (Ray must be initialised);
-    ``auto`` (default) uses the actor when this process is connected to Ray, else the file.
+    ``QMLOPS_METADATA_MODE``: ``local`` opens the file here; ``ray`` uses the actor (through Ray when this
+    process is connected, else through the actor's loopback endpoint); ``auto`` (default) uses the actor when
+    this process is connected to Ray or the home has a live actor endpoint (a cluster owns the store), else
+    the file.
     """
     settings = settings or get_settings()
     mode = settings.metadata_mode
-    if mode == "ray" or (mode == "auto" and _ray() is not None):
-        if _ray() is None:
-            raise ValidationError(
-                "QMLOPS_METADATA_MODE=ray needs a connected Ray (call qmlops.ray_utils.init_ray first)",
-                field="QMLOPS_METADATA_MODE",
-            )
+    if mode != "local" and _ray() is not None:
         return connect_remote(settings)
+    if mode == "local" or settings.metadata_path in _LOCAL:
+        return open_local(settings.metadata_path)
+    endpoint = _open_endpoint(settings)
+    if endpoint is not None:
+        return cast(
+            RemoteMetadataStore, endpoint
+        )  # the same repositories, reached over the loopback endpoint
+    if mode == "ray":
+        raise UnavailableError(
+            f"QMLOPS_METADATA_MODE=ray but no metadata actor serves {settings.home} (no live endpoint in its "
+            "run/ directory): start the cluster's work (e.g. `ray job submit ... -- python -m jobs.demo`) with "
+            "this QMLOPS_HOME, or unset QMLOPS_METADATA_MODE to open the file here",
+            field="QMLOPS_METADATA_MODE",
+        )
     return open_local(settings.metadata_path)
 
 
@@ -226,6 +341,7 @@ def shutdown_remote(settings: Settings | None = None) -> None:
 
     settings = settings or get_settings()
     _REMOTE.pop(settings.metadata_actor_name, None)
+    _HTTP.pop(settings.home, None)
     try:
         actor = ray.get_actor(settings.metadata_actor_name, namespace=settings.metadata_namespace)
     except ValueError:
