@@ -8,7 +8,14 @@ the false positive rate at alpha under continuous peeking.
 """
 
 from qmlops.experiments._analysis import METRIC_TESTS, MetricResult, analyze_experiment, analyze_metric
-from qmlops.experiments._assignment import BUCKETS, ExperimentSlot, Layer, assign_variant, bucket_of
+from qmlops.experiments._assignment import (
+    BUCKETS,
+    ExperimentSlot,
+    Layer,
+    allocate_buckets,
+    assign_variant,
+    bucket_of,
+)
 from qmlops.experiments._sequential import always_valid_p_value, msprt_lambda, msprt_p_values
 from qmlops.experiments._service import (
     ExperimentRouter,
@@ -44,6 +51,7 @@ __all__ = [
     "ExperimentSlot",
     "Layer",
     "assign_variant",
+    "allocate_buckets",
     "bucket_of",
     "METRIC_TESTS",
     "MetricResult",

@@ -19,7 +19,7 @@ import numpy as np
 
 from qmlops.exceptions import ValidationError
 
-__all__ = ["BUCKETS", "bucket_of", "assign_variant", "ExperimentSlot", "Layer"]
+__all__ = ["BUCKETS", "bucket_of", "assign_variant", "allocate_buckets", "ExperimentSlot", "Layer"]
 
 BUCKETS = 10_000
 
@@ -50,18 +50,48 @@ def assign_variant(
     return variants[min(int(np.searchsorted(cum, u, side="right")), len(variants) - 1)]
 
 
+Ranges = list[tuple[int, int]]
+
+
+def allocate_buckets(taken: Sequence[Sequence[int]], traffic: float) -> Ranges:
+    """``traffic`` of the layer's buckets from those not ``taken`` (``[lo, hi)`` ranges), lowest first.
+
+    An experiment gets its buckets once, when it starts, and keeps them: stopping or starting another
+    experiment in the layer never moves a running experiment's users. The free buckets may be in several
+    pieces (a stopped experiment's range between running ones), so the result is a list of ranges.
+    """
+    need = int(round(float(traffic) * BUCKETS))
+    used = np.zeros(BUCKETS, dtype=bool)
+    for lo, hi in taken:
+        used[int(lo) : int(hi)] = True
+    free = np.flatnonzero(~used)
+    if need > free.size:
+        raise ValidationError(f"the layer has {free.size / BUCKETS:.0%} of its traffic free; {traffic:.0%} needed",
+                              field="traffic")  # fmt: skip
+    chosen = free[:need]
+    if chosen.size == 0:
+        return []
+    breaks = np.flatnonzero(np.diff(chosen) > 1)
+    starts = np.concatenate([[chosen[0]], chosen[breaks + 1]])
+    ends = np.concatenate([chosen[breaks], [chosen[-1]]]) + 1
+    return [(int(lo), int(hi)) for lo, hi in zip(starts, ends, strict=True)]
+
+
 @dataclass(frozen=True)
 class ExperimentSlot:
-    """An experiment in a layer: its share of the layer's traffic and its variants with weights."""
+    """An experiment in a layer: its share of the layer's traffic and its variants with weights. ``buckets``:
+    the ``[lo, hi)`` ranges it was given when it started (``None``: allocated here, in order)."""
 
     name: str
     traffic: float
     variants: tuple[str, ...]
     weights: tuple[float, ...] | None = None
+    buckets: tuple[tuple[int, int], ...] | None = None
 
 
 class Layer:
-    """Mutually exclusive experiments: slots take consecutive, disjoint bucket ranges of the layer's hash."""
+    """Mutually exclusive experiments: each owns fixed, disjoint bucket ranges of the layer's hash (its own
+    when it has them, else the next free ones in order)."""
 
     def __init__(self, name: str, experiments: Sequence[ExperimentSlot]) -> None:
         total = sum(e.traffic for e in experiments)
@@ -72,13 +102,27 @@ class Layer:
             raise ValidationError(f"layer {name!r}: experiment names must be unique", field="experiments")
         self.name = name
         self.experiments = list(experiments)
-        self._upper = np.round(np.cumsum([e.traffic for e in experiments]) * BUCKETS).astype(int)
+        owner = np.full(BUCKETS, -1, dtype=np.int64)
+        for i, e in enumerate(self.experiments):
+            if e.buckets is not None:
+                for lo, hi in e.buckets:
+                    if (owner[lo:hi] >= 0).any():
+                        raise ValidationError(f"layer {name!r}: experiments' bucket ranges overlap",
+                                              field="buckets")  # fmt: skip
+                    owner[lo:hi] = i
+        taken: Ranges = [r for e in self.experiments if e.buckets for r in e.buckets]
+        for i, e in enumerate(self.experiments):
+            if e.buckets is None:
+                ranges = allocate_buckets(taken, e.traffic)
+                taken += ranges
+                for lo, hi in ranges:
+                    owner[lo:hi] = i
+        self._owner = owner
 
     def assign(self, unit_id: str) -> tuple[str, str] | None:
         """``(experiment, variant)`` for the unit, or ``None`` when it falls in the layer's unused traffic."""
-        bucket = bucket_of(unit_id, f"layer:{self.name}")
-        i = int(np.searchsorted(self._upper, bucket, side="right"))
-        if i >= len(self.experiments):
+        i = int(self._owner[bucket_of(unit_id, f"layer:{self.name}")])
+        if i < 0:
             return None
         slot = self.experiments[i]
         return slot.name, assign_variant(unit_id, slot.name, slot.variants, slot.weights)

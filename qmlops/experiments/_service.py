@@ -29,7 +29,7 @@ import numpy as np
 
 from qmlops.exceptions import ConflictError, ValidationError
 from qmlops.experiments._analysis import METRIC_TESTS, analyze_experiment
-from qmlops.experiments._assignment import ExperimentSlot, Layer
+from qmlops.experiments._assignment import ExperimentSlot, Layer, allocate_buckets
 from qmlops.experiments._sequential import msprt_p_values
 from qmlops.experiments._stats import srm_check
 from qmlops.reporting import img_tag, png_bytes
@@ -134,8 +134,15 @@ class ExperimentService:
         if used + exp["traffic"] > 1.0 + 1e-9:
             raise ConflictError(f"layer {exp['layer']!r} has {1 - used:.0%} of its traffic free; the experiment needs "
                                 f"{exp['traffic']:.0%}", field="traffic")  # fmt: skip
+        taken = [r for e in others for r in (e.get("buckets") or [])]
+        buckets = (
+            allocate_buckets(taken, exp["traffic"])
+            if all(e.get("buckets") is not None for e in others)
+            else None
+        )  # experiments started before fixed ranges existed: keep the old in-order slices
         now = datetime.now(UTC).replace(tzinfo=None)
-        exp = self.store.experiments.set_state(exp["id"], "running", start_at=exp["start_at"] or now)
+        exp = self.store.experiments.set_state(exp["id"], "running", start_at=exp["start_at"] or now,
+                                               buckets=[list(r) for r in buckets] if buckets is not None else None)  # fmt: skip
         self._apply()
         return dict(exp)
 
@@ -327,7 +334,8 @@ def gateway_experiments(store: Any) -> list[dict[str, Any]]:
     running = sorted(store.experiments.list(state="running"), key=lambda e: e["start_at"] or "")
     out = []
     for exp in running:
-        out.append({k: exp[k] for k in ("id", "name", "model", "layer", "traffic", "targeting", "start_at", "stop_at")}
+        out.append({k: exp.get(k) for k in ("id", "name", "model", "layer", "traffic", "targeting", "start_at", "stop_at",
+                                             "buckets")}
                    | {"variants": [{k: v[k] for k in ("name", "model_version", "version", "weight")}
                                    for v in exp["variants"]]})  # fmt: skip
     return out
@@ -344,7 +352,9 @@ class ExperimentRouter:
         self.layers = []
         for layer, exps in by_layer.items():
             slots = [ExperimentSlot(e["id"], e["traffic"], tuple(v["name"] for v in e["variants"]),
-                                    tuple(v["weight"] for v in e["variants"])) for e in exps]  # fmt: skip
+                                    tuple(v["weight"] for v in e["variants"]),
+                                    tuple((int(lo), int(hi)) for lo, hi in e["buckets"]) if e.get("buckets") else None)
+                     for e in exps]  # fmt: skip
             self.layers.append((Layer(layer, slots), {e["id"]: e for e in exps}))
         self.models = {e["model"] for e in experiments}
         self._bounds = {e["id"]: (_parse(e.get("start_at")), _parse(e.get("stop_at"))) for e in experiments}

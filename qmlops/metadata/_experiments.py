@@ -23,8 +23,8 @@ def _ts(value: Any) -> datetime:
 
 def _experiment(row: dict[str, Any]) -> dict[str, Any]:
     out = dict(row)
-    for key in ("variants", "targeting", "metrics"):
-        out[key] = loads(row[key])
+    for key in ("variants", "targeting", "metrics", "buckets"):
+        out[key] = loads(row.get(key))
     for key in ("start_at", "stop_at", "created_at"):
         out[key] = iso(row[key])
     return out
@@ -38,7 +38,8 @@ class ExperimentRepository:
         if self._db.query_one("SELECT id FROM experiments WHERE name = ?", [exp["name"]]) is not None:
             raise ConflictError(f"an experiment named {exp['name']!r} exists", field="name")
         exp_id = "ex-" + uuid.uuid4().hex[:12]
-        self._db.execute("INSERT INTO experiments VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'draft', ?, ?, ?)",
+        self._db.execute("INSERT INTO experiments (id, name, model, layer, salt, variants, targeting, metrics, traffic, "
+                         "state, start_at, stop_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'draft', ?, ?, ?)",
                          [exp_id, exp["name"], exp["model"], exp["layer"], exp["salt"], dumps(exp["variants"]),
                           dumps(exp.get("targeting")), dumps(exp["metrics"]), float(exp["traffic"]),
                           _ts(exp["start_at"]) if exp.get("start_at") else None,
@@ -69,6 +70,9 @@ class ExperimentRepository:
             if key in times:
                 sets.append(f"{key} = ?")
                 params.append(_ts(times[key]) if times[key] is not None else None)
+        if "buckets" in times:
+            sets.append("buckets = ?")
+            params.append(dumps(times["buckets"]))
         self._db.execute(f"UPDATE experiments SET {', '.join(sets)} WHERE id = ?", [*params, exp_id])
         return self.get(exp_id)
 

@@ -29,6 +29,7 @@ PREDICTION_SCHEMA = pa.schema(
         ("model_id", pa.string()),
         ("replica", pa.string()),
         ("seq", pa.int64()),
+        ("batch_index", pa.int32()),
     ]
 )
 _REQUIRED = ("request_id", "ts", "model_name", "status")
@@ -119,10 +120,14 @@ class PredictionRepository:
         answered requests, latency percentiles of the answered ones (p50 .. p99), and online accuracy from
         feedback joined by request_id (IC, Rank IC, hit rate, MSE; ``None`` below 3 labelled rows)."""
         cols = ", ".join(f"p.{k}" for k in keys)
-        quantiles = ", ".join(f"quantile_cont(p.latency_ms, {q / 100}) FILTER (WHERE p.status = 'ok') AS p{q}_ms"
-                              for q in _QUANTILES)  # fmt: skip
+        # A batch request logs one row per input row, all with the request's latency and status: it counts once
+        # as a request (its first row, batch_index 0; older rows have none), and its rows are counted apart.
+        first = "coalesce(p.batch_index, 0) = 0"
+        quantiles = ", ".join(f"quantile_cont(p.latency_ms, {q / 100}) FILTER (WHERE p.status = 'ok' AND {first}) "
+                              f"AS p{q}_ms" for q in _QUANTILES)  # fmt: skip
         rows = self._db.query(
-            f"""SELECT {cols}, count(*) AS requests, count(*) FILTER (WHERE p.status <> 'ok') AS errors, {quantiles}
+            f"""SELECT {cols}, count(*) FILTER (WHERE {first}) AS requests, count(*) AS rows,
+                       count(*) FILTER (WHERE p.status <> 'ok' AND {first}) AS errors, {quantiles}
                 FROM predictions p {where.sql} GROUP BY {cols} ORDER BY {cols}""",
             where.params,
         )  # fmt: skip

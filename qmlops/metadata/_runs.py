@@ -15,7 +15,7 @@ from qmlops.metadata._db import Database, Where, dumps, loads, utcnow
 __all__ = ["RunRecord", "RunMetric", "RunRepository", "RUN_KINDS", "RUN_STATUSES"]
 
 RUN_KINDS = ("train", "tune", "trial")
-RUN_STATUSES = ("running", "finished", "failed")
+RUN_STATUSES = ("running", "finished", "failed", "stopped")  # stopped: by a tuning scheduler (ASHA)
 _COLUMNS = (
     "id, kind, name, model_type, status, params, config, parent_id, started_at, heartbeat_at, ended_at, "
     "total_steps, best_step, stop_reason, stopped_by, metrics, model_version, report_uri, error, host"
@@ -151,8 +151,8 @@ class RunRepository:
         metrics: dict[str, Any] | None = None,
         error: str | None = None,
     ) -> RunRecord:
-        if status not in ("finished", "failed"):
-            raise ValidationError("status must be finished or failed", field="status")
+        if status not in ("finished", "failed", "stopped"):
+            raise ValidationError("status must be finished, failed or stopped", field="status")
         self.get(run_id)
         clean = {k: (finite_or_none(v) if isinstance(v, float) else v) for k, v in (metrics or {}).items()}
         now = utcnow()

@@ -163,8 +163,12 @@ def cell_index(reference: FeatureReference, x: np.ndarray) -> np.ndarray:
         return np.searchsorted(reference.bin_edges[1:-1], x, side="right")
     cats = reference.categories
     assert cats is not None
-    pos = np.searchsorted(cats, x).clip(0, cats.size - 1)
-    return np.where(cats[pos] == x, pos, cats.size)
+    # Categories keep their stored order (counts are aligned to it), which need not be sorted: search a sorted
+    # view and map back to the stored positions.
+    order = np.argsort(cats, kind="stable")
+    ordered = cats[order]
+    pos = np.searchsorted(ordered, x).clip(0, cats.size - 1)
+    return np.where(ordered[pos] == x, order[pos], cats.size)
 
 
 def _proportions(counts: np.ndarray) -> np.ndarray:

@@ -131,7 +131,8 @@ class PredictionLog:
     # -- request path -------------------------------------------------------------------------------------
     def add(self, request_id: str, ts: float, model_name: str, model_id: str, version: int, variant: str,
             rows: np.ndarray, outputs: list[float] | None, latency_ms: float, status: str) -> None:  # fmt: skip
-        """Buffer one log row per input row (``request_id`` gets ``/i`` for the i-th row of a batch request)."""
+        """Buffer one log row per input row (``request_id`` gets ``/i`` for the i-th row of a batch request, and
+        ``batch_index`` i, so the log counts the request once and its rows apart)."""
         n = len(rows)
         with self._lock:
             for i in range(n):
@@ -139,7 +140,7 @@ class PredictionLog:
                 rid = request_id if n == 1 else f"{request_id}/{i}"
                 out = outputs[i] if outputs is not None else None
                 self._buffer.append((rid, ts, model_name, model_id, version, variant, rows[i], out, latency_ms,
-                                     status, self.seq))  # fmt: skip
+                                     status, self.seq, i))  # fmt: skip
             self._counters.write(self.seq, self.flushed)
 
     def due(self) -> bool:
@@ -151,7 +152,7 @@ class PredictionLog:
     def _serialise(self, items: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
         rows = []
         full, share = self.options.inputs == "full", self.options.sample_share
-        for rid, ts, name, model_id, version, variant, x, out, latency, status, seq in items:
+        for rid, ts, name, model_id, version, variant, x, out, latency, status, seq, index in items:
             values = np.asarray(x, dtype=np.float64)
             keep = full or (share > 0 and random.random() < share)
             rows.append({"request_id": rid, "ts": datetime.fromtimestamp(ts, UTC).replace(tzinfo=None),
@@ -160,7 +161,7 @@ class PredictionLog:
                              "NaN", "null") if keep else None,
                          "input_hash": hashlib.blake2b(values.tobytes(), digest_size=12).hexdigest(),
                          "output": out, "latency_ms": latency, "status": status, "model_id": model_id,
-                         "replica": self.replica, "seq": seq})  # fmt: skip
+                         "replica": self.replica, "seq": seq, "batch_index": index})  # fmt: skip
         return rows
 
     def flush(self) -> int:

@@ -74,6 +74,7 @@ import tempfile
 import threading
 import uuid
 from collections.abc import Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -121,6 +122,29 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------------------------- process setup
+def _sweep_stale_qlib_dirs() -> int:
+    """Remove the Qlib scratch directories of processes that are gone.
+
+    A Ray worker ends without running ``atexit`` handlers, so each one left its ``qmlops-qlib-<pid>-*``
+    directory behind; the next initialisation on the machine removes those whose process no longer exists.
+    """
+    removed = 0
+    for path in Path(tempfile.gettempdir()).glob("qmlops-qlib-*-*"):
+        pid = path.name.split("-")[2]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive (or not ours to signal): keep
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed += 1
+    return removed
+
+
 def ensure_qlib_initialised(provider_uri: str | None = None) -> None:
     """Initialise Qlib once per process for models fed by a static frame (no Qlib-format market data needed).
 
@@ -138,7 +162,8 @@ def ensure_qlib_initialised(provider_uri: str | None = None) -> None:
         if _state["initialised"] or C.registered:
             _state["initialised"] = True
             return
-        tmp = tempfile.mkdtemp(prefix="qmlops-qlib-")
+        _sweep_stale_qlib_dirs()
+        tmp = tempfile.mkdtemp(prefix=f"qmlops-qlib-{os.getpid()}-")
         # Registered before qlib.init so it runs after Qlib's own exit handler (atexit is last-in, first-out).
         atexit.register(shutil.rmtree, tmp, True)
         if provider_uri is None:

@@ -523,6 +523,12 @@ def train(
             run_id, model_version=(result.model_version or {}).get("id"), report_uri=result.report_uri
         )
         return result
+    except SystemExit:
+        if not _in_tune_session():
+            raise
+        # Ray Tune ends a trial its scheduler stopped (ASHA) with SystemExit inside tune.report: not a failure.
+        _finish_stopped(store, run_id)
+        raise
     except BaseException as exc:
         message = f"{type(exc).__name__}: {exc}"
         if not isinstance(exc, QmlopsError):
@@ -532,6 +538,18 @@ def train(
         except Exception:  # the store itself may be what failed; the original error matters more
             pass
         raise
+
+
+def _finish_stopped(store: Any, run_id: str) -> None:
+    """Record a trial the tuning scheduler stopped: its own state, the last step it reported, and why."""
+    try:
+        steps = store.runs.metrics(run_id)
+        last = steps[-1].step if steps else None
+        store.runs.finish(run_id, status="stopped", stopped_by="scheduler",
+                          stop_reason=f"stopped by the tuning scheduler after step {last}: its metric ranked below "
+                                      "the rung's cut (ASHA successive halving)")  # fmt: skip
+    except Exception:  # the store may be what failed; the trial's end matters more
+        pass
 
 
 def _jsonable(value: Any) -> Any:

@@ -380,6 +380,12 @@ def _fit(
         except BaseException as exc:
             store.runs.finish(run_id, status="failed", error=f"{type(exc).__name__}: {exc}")
             raise
+    # A trial the scheduler stopped may have been ended before it could record that itself (Tune stops the
+    # trial's actor): whatever is still running under this search was stopped by the scheduler.
+    from qmlops.training._engine import _finish_stopped
+
+    for child in store.runs.list(kind="trial", parent_id=run_id, status="running", limit=100_000):
+        _finish_stopped(store, child.id)
     trials: list[dict[str, Any]] = list(prior)
     for i in range(len(grid)):
         result = grid[i]

@@ -99,6 +99,20 @@ def test_prediction_append_validates_columns(tmp_path: Path) -> None:
     store.close()
 
 
+def test_a_resent_keyed_batch_is_stored_once(tmp_path: Path) -> None:
+    """A gateway resends a batch whose answer it lost (the actor died after committing): rows keyed by replica and
+    sequence number are not stored twice, new rows in the same batch are."""
+    store = MetadataStore(str(tmp_path / "k.duckdb"))
+    rows = [{"request_id": f"r{i}", "ts": datetime.now(), "model_name": "m", "status": "ok", "replica": "g1",
+             "seq": i} for i in range(1, 6)]  # fmt: skip
+    other = [{**r, "replica": "g2", "request_id": f"x{r['seq']}"} for r in rows]
+    assert store.predictions.append(rows) == 5
+    assert store.predictions.append([*rows[2:], {**rows[0], "seq": 6, "request_id": "r6"}, *other]) == 6
+    ids = store.predictions.request_ids()
+    assert sorted(ids) == sorted([f"r{i}" for i in range(1, 7)] + [f"x{i}" for i in range(1, 6)])
+    store.close()
+
+
 _WRITER = textwrap.dedent(
     """
     import sys, datetime

@@ -242,3 +242,14 @@ def test_reference_from_feature_store_stats_uses_the_same_bins() -> None:
         ref = FeatureReference.from_stat(stat)
         np.testing.assert_array_equal(bin_counts(ref, frame[stat.feature].to_numpy()), stat.bin_counts)
         assert ref.mean == pytest.approx(frame[stat.feature].mean())
+
+
+def test_unsorted_categories_are_counted_in_their_own_cells() -> None:
+    # Categories stored in the order [3, 1, 2] (not sorted); counts aligned to that order.
+    ref = FeatureReference("c", np.array([0.0]), np.array([5.0, 3.0, 2.0]), kind="categorical",
+                           categories=np.array([3.0, 1.0, 2.0]))  # fmt: skip
+    window = np.array([3.0, 3.0, 3.0, 1.0, 2.0, 9.0])
+    np.testing.assert_array_equal(bin_counts(ref, window), [3, 1, 1, 1])
+    sketch = WindowSketch([ref], capacity=10)
+    sketch.update_batch(window[:, None])
+    np.testing.assert_array_equal(sketch.counts(0), bin_counts(ref, window))

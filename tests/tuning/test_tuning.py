@@ -37,6 +37,11 @@ def test_combined_search_with_asha_and_tpe(ray_home: Path, tmp_path: Path) -> No
     assert {t["model_type"] for t in result.trials} <= {"lightgbm", "linear"}
     children = store.runs.list(kind="trial", parent_id=result.run_id, limit=100)
     assert len(children) == 6 and all(store.runs.metrics(c.id) for c in children)
+    # A trial ASHA stopped is "stopped" (by the scheduler, with the step), never "failed".
+    stopped = [c for c in children if c.status == "stopped"]
+    assert {c.status for c in children} <= {"finished", "stopped"}
+    assert len(stopped) == sum(t["stopped_early"] for t in result.trials)
+    assert all(c.stopped_by == "scheduler" and "after step" in (c.stop_reason or "") for c in stopped)
     finite = [t for t in result.trials if t["valid_loss"] is not None]
     assert result.best["valid_loss"] == min(t["valid_loss"] for t in finite)
     run = store.runs.get(result.run_id)
