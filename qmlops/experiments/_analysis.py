@@ -33,6 +33,7 @@ from qmlops.experiments._stats import (
     ratio_and_variance,
     ratio_delta_test,
     relative_lift_ci,
+    relative_lift_fieller,
     two_proportion_z_test,
     welch_t_test,
 )
@@ -66,6 +67,7 @@ class MetricResult:
     test: str
     significant: bool
     alpha: float
+    relative_ci_method: str = "fieller"  # matches the test (see relative_lift_fieller); "delta" when not
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -94,6 +96,7 @@ def analyze_metric(metric: str, kind: str, control: Data, variant: Data, *, vari
         raise ValidationError("ci must be 'analytic' or 'bootstrap'", field="ci")
     z = float(stats.norm.ppf(1 - alpha / 2))
     level = 1 - alpha
+    df = float("inf")
     if kind == "ratio":
         if not (isinstance(control, tuple) and isinstance(variant, tuple)):
             raise ValidationError("ratio metrics take (numerator, denominator) arrays per arm", field=metric)
@@ -118,8 +121,8 @@ def analyze_metric(metric: str, kind: str, control: Data, variant: Data, *, vari
             se = np.sqrt(ma * (1 - ma) / n_a + mb * (1 - mb) / n_b)
             diff_ci = (diff - z * se, diff + z * se)
         elif test == "welch":
-            _, df, p = welch_t_test(a, b)
-            p_value = float(p)
+            _, welch_df, p = welch_t_test(a, b)
+            p_value, df = float(p), float(welch_df)
             half = float(stats.t.ppf(1 - alpha / 2, df) * np.sqrt(var_a + var_b))
             diff_ci = (diff - half, diff + half)
         else:
@@ -127,10 +130,18 @@ def analyze_metric(metric: str, kind: str, control: Data, variant: Data, *, vari
             diff_ci = bootstrap_ci(a, b, n_resamples=n_resamples, level=level, seed=seed)
         if ci == "bootstrap" and test != "mann_whitney":
             diff_ci = bootstrap_ci(a, b, n_resamples=n_resamples, level=level, seed=seed)
-    lift, lift_ci = relative_lift_ci(ma, var_a, mb, var_b, level)
+    # The relative interval uses Fieller's method with the test's own critical value, so that it excludes 0
+    # exactly when the (Welch / z / delta) test rejects; the first-order delta interval could exclude 0 at
+    # p >= alpha on small, skewed samples. Mann-Whitney tests ranks, which no interval of the means matches.
+    critical = float(stats.t.ppf(1 - alpha / 2, df)) if kind == "mean" and test == "welch" else z
+    lift, lift_ci = relative_lift_fieller(ma, var_a, mb, var_b, critical)
+    method = "fieller"
+    if test == "mann_whitney":
+        lift, lift_ci = relative_lift_ci(ma, var_a, mb, var_b, level)
+        method = "delta"
     return MetricResult(metric, variant_name, kind, int(n_a), int(n_b), float(ma), float(mb), float(diff),
                         (float(diff_ci[0]), float(diff_ci[1])), lift, lift_ci, float(p_value), float(p_value),
-                        test, bool(p_value < alpha), alpha)  # fmt: skip
+                        test, bool(p_value < alpha), alpha, method)  # fmt: skip
 
 
 def analyze_experiment(metrics: Mapping[str, tuple[str, Mapping[str, Data]]], *, control: str = "control",

@@ -156,6 +156,30 @@ def relative_lift_ci(mean_a: float, var_mean_a: float, mean_b: float, var_mean_b
     return float(lift), (lift - half, lift + half)
 
 
+def relative_lift_fieller(mean_a: float, var_mean_a: float, mean_b: float, var_mean_b: float,
+                          critical: float) -> tuple[float, tuple[float, float]]:  # fmt: skip
+    """Relative lift (b - a)/a and its Fieller interval (Fieller 1954) for independent arms.
+
+    The interval is every lift L whose ``(mean_b - (1 + L) mean_a) / sqrt(var_b + (1 + L)^2 var_a)`` is within
+    ``critical``; at L = 0 that is the unpooled two-sample statistic, so with the test's own critical value (the
+    Welch t quantile, or z) the interval excludes 0 exactly when the test rejects. When the control mean is not
+    itself distinguishable from 0 the set is unbounded: (-inf, inf).
+    """
+    if mean_a == 0:
+        return float("nan"), (float("nan"), float("nan"))
+    lift = (mean_b - mean_a) / mean_a
+    c2 = critical**2
+    qa = mean_a**2 - c2 * var_mean_a
+    qb = -2.0 * mean_a * mean_b
+    qc = mean_b**2 - c2 * var_mean_b
+    disc = qb**2 - 4 * qa * qc
+    if qa <= 0 or disc < 0:
+        return float(lift), (float("-inf"), float("inf"))
+    root = float(np.sqrt(disc))
+    r1, r2 = sorted(((-qb - root) / (2 * qa), (-qb + root) / (2 * qa)))
+    return float(lift), (r1 - 1.0, r2 - 1.0)
+
+
 def bootstrap_ci(a: np.ndarray, b: np.ndarray, *, statistic: str = "difference", n_resamples: int = 2000,
                  level: float = 0.95, seed: int = 0, chunk: int = 200) -> tuple[float, float]:  # fmt: skip
     """Percentile bootstrap CI (Efron & Tibshirani 1993) of mean(b) - mean(a) (``"difference"``) or

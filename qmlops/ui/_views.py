@@ -51,12 +51,34 @@ def models_view(store: Any, *, limit: int = 500) -> dict[str, Any]:
             "n_features": len((r.signature or {}).get("feature_names") or []), "run_id": r.tags.get("run_id"),
             "report_uri": r.tags.get("report_uri"),
         })  # fmt: skip
+    _mark_served(store, names)
     histories = store.models.recent_history(sorted(names), per_name=50)
     out = []
     for name in sorted(names):
         out.append({"name": name, "versions": sorted(names[name], key=lambda v: -v["version"]),
                     "history": [t.to_dict() for t in histories[name]]})  # fmt: skip
     return clean({"models": out})
+
+
+_ROUTED_STATES = ("canary", "production")
+
+
+def _mark_served(store: Any, names: dict[str, list[dict[str, Any]]]) -> None:
+    """Each version's share of traffic in its routing table (what is live), and why the registry state can
+    differ from it: a version deployed directly (no rollout) serves while its lifecycle state is unchanged."""
+    routed: dict[str, dict[str, Any]] = {}
+    for table in store.serving.list_tables():
+        for e in table["entries"]:
+            routed[e["model_version"]] = {"weight": float(e["weight"]), "role": e["role"]}
+    for versions in names.values():
+        for v in versions:
+            serving = routed.get(v["id"])
+            v["serving"] = serving
+            if serving and serving["weight"] > 0 and v["state"] not in _ROUTED_STATES:
+                v["serving_note"] = (f"live: {serving['weight']:g}% of {serving['role']} traffic through a direct "
+                                     f"deploy (no rollout), so its registry state is still {v['state']}")  # fmt: skip
+            elif v["state"] in _ROUTED_STATES and not (serving and serving["weight"] > 0):
+                v["serving_note"] = f"{v['state']} in the registry but not routed any traffic now"
 
 
 def catalogue_view(

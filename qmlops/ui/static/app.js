@@ -140,6 +140,8 @@ views.models = async (root) => {
       table([
         ["version", (v) => `v${v.version}`],
         ["state", (v) => badge(v.state)],
+        ["live", (v) => (v.serving && v.serving.weight > 0 ? `${v.serving.weight}% ${v.serving.role}` : "–")],
+        ["note", (v) => v.serving_note || ""],
         ["aliases", (v) => v.aliases.join(", ") || "–"],
         ["type", (v) => v.model_type],
         ["test IC", (v) => v.metrics.test_ic, { num: true }],
