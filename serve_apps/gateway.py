@@ -449,7 +449,7 @@ class Gateway:
     ) -> tuple[np.ndarray, list[dict[str, str]] | None]:
         """Rows in the version's signature order, from features by name or from {instrument(s), date}."""
         allowed = {"model", "version", "request_id", "features", "rows", "instrument", "instruments", "date",
-                   "attributes", self.tables[info.name].sticky_field}  # fmt: skip
+                   "max_staleness_days", "attributes", self.tables[info.name].sticky_field}  # fmt: skip
         extra = sorted(set(body) - allowed)
         if extra:
             raise ClientError(422, extra[0], f"unknown field; allowed: {sorted(allowed)}")
@@ -505,6 +505,9 @@ class Gateway:
             as_of = pd.Timestamp(body["date"])
         except (ValueError, TypeError):
             raise ClientError(422, "date", f"not a date: {body['date']!r}") from None
+        limit = body.get("max_staleness_days")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
+            raise ClientError(422, "max_staleness_days", "must be a whole number of days >= 0")
         if info.materialization is None:
             raise ClientError(422, "instrument", f"{info.name} v{info.version} has no feature set in its lineage; "
                                                  "send features by name")  # fmt: skip
@@ -519,7 +522,15 @@ class Gateway:
                 for i in instruments
             ]
         )
-        index = [{"instrument": i.upper(), "date": str(windows[i.upper()][0].date())} for i in instruments]
+        # The row used is the latest on or before the date; its own date and age travel with the answer.
+        index = [{"instrument": i.upper(), "date": str(windows[i.upper()][0].date()),
+                  "staleness_days": int((as_of.normalize() - windows[i.upper()][0].normalize()).days)}
+                 for i in instruments]  # fmt: skip
+        too_old = [r for r in index if limit is not None and r["staleness_days"] > limit]
+        if too_old:
+            raise ClientError(422, "max_staleness_days", f"the latest feature row of {too_old[0]['instrument']} on "
+                                                         f"or before {as_of.date()} is from {too_old[0]['date']}, "
+                                                         f"{too_old[0]['staleness_days']} days old (limit {limit})")  # fmt: skip
         return x, index
 
     @api.post("/v1/feedback")

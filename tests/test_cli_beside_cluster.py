@@ -180,6 +180,8 @@ def test_cli_reads_beside_a_ray_job_submit_cluster(started_cluster: dict[str, ob
     # An unreachable cluster address: one line naming RAY_ADDRESS, no traceback, quickly.
     down = _qmlops(home, "experiments", "start", "ex-x", RAY_ADDRESS=f"127.0.0.1:{_free_port()}")
     assert down.returncode == 8 and "RAY_ADDRESS" in down.stderr and "Traceback" not in down.stderr
+    flag = _qmlops(home, "--address", f"127.0.0.1:{_free_port()}", "experiments", "start", "ex-x")
+    assert flag.returncode == 8 and "no Ray cluster answers" in flag.stderr
 
 
 def test_mode_ray_without_a_cluster_names_what_to_do(tmp_path: Path) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import typer
 
 from qmlops.cli._admin import app as admin_app
@@ -24,6 +26,21 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
 )
+
+
+@app.callback()
+def _cluster_address(
+    address: str | None = typer.Option(
+        None,
+        "--address",
+        help="the Ray cluster to join, as `ray` takes it (default: RAY_ADDRESS, else the "
+        "local `ray start` cluster); store reads do not need it",
+    ),
+) -> None:
+    if address:
+        os.environ["RAY_ADDRESS"] = address
+
+
 app.add_typer(data_app, name="data", help="Ingest, version, inspect and export OHLCV data.")
 app.add_typer(
     features_app, name="features", help="Materialise and inspect feature sets (Alpha158, indicators)."

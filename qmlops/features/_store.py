@@ -261,13 +261,20 @@ def get_feature_windows(
 
     The same rows a ``TSDatasetH`` window holds for that day (the instrument's own rows, oldest first); an
     instrument with fewer rows is padded at the start with copies of its first row, as Qlib's
-    ``ffill+bfill`` fills the window's leading gap. Returns instrument -> (date of the last row, frame).
-    Instruments without any row by then are absent.
+    ``ffill+bfill`` fills the window's leading gap. Returns instrument -> (date of the last row, frame): the
+    last row may be older than the date by any amount (the caller sees and bounds that staleness). Instruments
+    without any row by then are absent.
     """
     if step_len < 1:
         raise ValidationError("step_len must be >= 1", field="step_len")
     frame = _pit_rows(instruments, as_of_date, store, dataset, feature_set, materialization,
                       since=pd.Timedelta(days=int(step_len * 1.6) + 14))  # fmt: skip
+    stale = sorted({str(i).upper() for i in instruments} - set(frame["instrument"].astype(str)))
+    if stale:  # no recent row (the date is past the data, or a long gap): their latest rows, however old
+        older = _pit_rows(stale, as_of_date, store, dataset, feature_set, materialization)
+        frame = pd.concat([frame, older.groupby("instrument", sort=False).tail(step_len)]) if not older.empty \
+            else frame  # fmt: skip
+        frame = frame.sort_values(["instrument", "datetime"])
     out: dict[str, tuple[pd.Timestamp, pd.DataFrame]] = {}
     for inst, rows in frame.groupby("instrument", sort=True):
         window = rows.tail(step_len).set_index("datetime").drop(columns="instrument")

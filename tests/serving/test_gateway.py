@@ -49,6 +49,32 @@ def test_predictions_equal_offline_predict(served: Served) -> None:
     assert many.status_code == 200 and len(many.json()["predictions"]) == 5
 
 
+def test_point_in_time_weeks_after_the_data_answers_with_its_staleness(served: Served) -> None:
+    """A date weeks past the data's end answers with the latest row (it was a 422 after about 15 days), that
+    row's own date and age, and a caller's max_staleness_days bounds it."""
+    registry = ModelRegistry(get_store())
+    inst = served.instruments[2]
+    frame = load_features("sub", "alpha158")
+    last = pd.Timestamp(frame.xs(inst, level="instrument").index.max())
+    date = (last + pd.Timedelta(days=45)).date().isoformat()
+    r = served.client.post("/v1/predict", json={"model": "lin", "instrument": inst, "date": date})
+    assert r.status_code == 200, r.text
+    row = r.json()["rows"][0]
+    assert row["date"] == str(last.date()) and row["staleness_days"] == 45
+    pit = get_features([inst], date, dataset="sub")
+    expected = registry.load_predictor("lin", 1).predict(pit.drop(columns="datetime"))
+    assert r.json()["prediction"] == pytest.approx(float(expected[0]), rel=1e-5)
+    fresh = served.client.post("/v1/predict", json={"model": "lin", "instrument": inst, "date": date,
+                                                    "max_staleness_days": 30})  # fmt: skip
+    assert fresh.status_code == 422 and fresh.json()["error"]["field"] == "max_staleness_days"
+    ok = served.client.post("/v1/predict", json={"model": "lin", "instrument": inst, "date": date,
+                                                 "max_staleness_days": 45})  # fmt: skip
+    assert ok.status_code == 200
+    bad = served.client.post("/v1/predict", json={"model": "lin", "instrument": inst, "date": date,
+                                                  "max_staleness_days": -1})  # fmt: skip
+    assert bad.status_code == 422 and bad.json()["error"]["field"] == "max_staleness_days"
+
+
 def test_bad_input_is_4xx_with_the_field(served: Served) -> None:
     _, rows = _rows(served, 2)
     row = rows[0]

@@ -97,7 +97,14 @@ def test_log_is_complete_and_metrics_follow_a_burst(served: Served) -> None:
         for m in metrics["models"]
         if m["model_id"] == served.versions["alpha1"]["id"] and m["variant"] == "stable"
     ]
-    assert v1 and v1[0]["requests"] >= 123 and v1[0]["errors"] == 0 and v1[0]["error_rate"] == 0
+    # 120 one-row requests and one 3-row batch: 121 requests, 123 rows
+    assert (
+        v1
+        and v1[0]["requests"] >= 121
+        and v1[0]["rows"] >= 123
+        and v1[0]["errors"] == 0
+        and v1[0]["error_rate"] == 0
+    )
     assert 0 < v1[0]["p50_ms"] <= v1[0]["p95_ms"] <= v1[0]["p99_ms"]
     rng = np.random.default_rng(3)
     preds = np.array([expected[f"{tag}-{i}"]["prediction"] for i in range(60)])
