@@ -9,6 +9,12 @@ Loss accounting. Each replica keeps two counters, *answered* and *flushed*, in a
 page cache at once, so the counters survive a SIGKILL of the process. A later replica on the same host finds
 the files of processes that are gone and records ``answered - flushed`` as that replica's loss
 (``prediction_log_loss``), so what a kill cost is counted rather than guessed.
+
+Poison rows. One row the store cannot take (text UTF-8 cannot encode, a timestamp out of range, ...) must not
+block the others. A row that fails to serialise, or that fails to append on its own while its neighbours
+append, is *quarantined*: written as an escaped JSON line to ``run/predlog/quarantine/`` and counted
+(``quarantined``), and the rest of the batch is flushed. A batch in which nothing appends is an unavailable
+store, not a poison row: it stays buffered for the next flush.
 """
 
 from __future__ import annotations
@@ -34,7 +40,8 @@ from qmlops.exceptions import ValidationError
 __all__ = ["PredictionLog", "LogOptions", "reconcile_losses"]
 
 log = logging.getLogger("qmlops.predlog")
-_COUNTER = struct.Struct("<qqq")  # pid, answered, flushed
+_COUNTER = struct.Struct("<qqq")  # pid, answered, flushed (or quarantined)
+MAX_PROBES = 64  # store calls one flush may spend isolating poison rows
 
 
 class LogOptions:
@@ -124,6 +131,7 @@ class PredictionLog:
         self._flush_lock = threading.Lock()
         self.flushed = 0
         self.failed_flushes = 0
+        self.quarantined = 0
         self.seq = 0  # rows answered so far; also each row's sequence number in the log
         self.last_flush = time.time()
         self._counters = _Counters(directory / f"{socket.gethostname()}__{os.getpid()}__{replica}.cnt")
@@ -140,7 +148,7 @@ class PredictionLog:
                 out = outputs[i] if outputs is not None else None
                 self._buffer.append((rid, ts, model_name, model_id, version, variant, rows[i], out, latency_ms,
                                      status, self.seq))  # fmt: skip
-            self._counters.write(self.seq, self.flushed)
+            self._counters.write(self.seq, self.flushed + self.quarantined)
 
     def due(self) -> bool:
         return len(self._buffer) >= self.options.max_buffer or (
@@ -148,48 +156,111 @@ class PredictionLog:
         )
 
     # -- off the request path -----------------------------------------------------------------------------
-    def _serialise(self, items: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
-        rows = []
+    def _serialise(
+        self, items: list[tuple[Any, ...]]
+    ) -> tuple[list[tuple[Any, dict[str, Any]]], list[tuple[Any, str]]]:
+        """(item, row) pairs the store should take, and (item, reason) for rows that cannot even be built."""
+        good: list[tuple[Any, dict[str, Any]]] = []
+        bad: list[tuple[Any, str]] = []
         full, share = self.options.inputs == "full", self.options.sample_share
-        for rid, ts, name, model_id, version, variant, x, out, latency, status, seq in items:
-            values = np.asarray(x, dtype=np.float64)
-            keep = full or (share > 0 and random.random() < share)
-            rows.append({"request_id": rid, "ts": datetime.fromtimestamp(ts, UTC).replace(tzinfo=None),
-                         "model_name": name, "model_version": version, "variant": variant,
-                         "inputs": json.dumps(np.where(np.isfinite(values), values, np.nan).tolist()).replace(
-                             "NaN", "null") if keep else None,
-                         "input_hash": hashlib.blake2b(values.tobytes(), digest_size=12).hexdigest(),
-                         "output": out, "latency_ms": latency, "status": status, "model_id": model_id,
-                         "replica": self.replica, "seq": seq})  # fmt: skip
-        return rows
+        for item in items:
+            rid, ts, name, model_id, version, variant, x, out, latency, status, seq = item
+            try:
+                values = np.asarray(x, dtype=np.float64)
+                keep = full or (share > 0 and random.random() < share)
+                row = {"request_id": rid, "ts": datetime.fromtimestamp(ts, UTC).replace(tzinfo=None),
+                       "model_name": name, "model_version": version, "variant": variant,
+                       "inputs": json.dumps(np.where(np.isfinite(values), values, np.nan).tolist()).replace(
+                           "NaN", "null") if keep else None,
+                       "input_hash": hashlib.blake2b(values.tobytes(), digest_size=12).hexdigest(),
+                       "output": out, "latency_ms": latency, "status": status, "model_id": model_id,
+                       "replica": self.replica, "seq": seq}  # fmt: skip
+                for key in ("request_id", "model_name", "variant", "status", "model_id"):
+                    if isinstance(row[key], str):
+                        row[key].encode("utf-8")  # a lone surrogate fails here, not in the batch append
+            except Exception as exc:  # noqa: BLE001 - whatever makes a row unbuildable quarantines that row
+                bad.append((item, f"{type(exc).__name__}: {exc}"))
+                continue
+            good.append((item, row))
+        return good, bad
+
+    def _append(
+        self, pairs: list[tuple[Any, dict[str, Any]]]
+    ) -> tuple[list[Any], list[tuple[Any, str]], list[Any]]:
+        """Append by halves until each failing row stands alone: (written, poison with reason, not tried)."""
+        written: list[Any] = []
+        poison: list[tuple[Any, str]] = []
+        untried: list[Any] = []
+        budget = [MAX_PROBES]
+
+        def attempt(chunk: list[tuple[Any, dict[str, Any]]]) -> None:
+            if budget[0] <= 0:
+                untried.extend(item for item, _ in chunk)
+                return
+            budget[0] -= 1
+            try:
+                self.store.predictions.append([row for _, row in chunk])
+            except Exception as exc:  # noqa: BLE001 - bisect below; a whole-store failure is told apart after
+                if len(chunk) == 1:
+                    poison.append((chunk[0][0], f"{type(exc).__name__}: {str(exc)[:300]}"))
+                    return
+                attempt(chunk[: len(chunk) // 2])
+                attempt(chunk[len(chunk) // 2 :])
+                return
+            written.extend(item for item, _ in chunk)
+
+        attempt(pairs)
+        return written, poison, untried
+
+    def _quarantine(self, poison: list[tuple[Any, str]]) -> None:
+        """Keep what could not be stored, escaped so any text survives, and count it."""
+        path = self.directory / "quarantine" / f"{socket.gethostname()}__{os.getpid()}__{self.replica}.jsonl"
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with path.open("a", encoding="ascii") as fh:
+                for item, reason in poison:
+                    rid, ts, name, model_id, version, variant, x, out, latency, status, seq = item
+                    fh.write(json.dumps({"request_id": rid, "ts": ts, "model_name": name, "model_id": model_id,
+                                         "version": version, "variant": variant, "output": out, "status": status,
+                                         "seq": seq, "reason": reason}, ensure_ascii=True, default=str) + "\n")  # fmt: skip
+        except Exception:  # noqa: BLE001 - the count below still tells
+            log.exception("could not write %d quarantined prediction rows to %s", len(poison), path)
+        log.warning("quarantined %d prediction log row(s): %s", len(poison), poison[0][1])
+        self.quarantined += len(poison)
 
     def flush(self) -> int:
-        """Append the buffer in one call; on failure the rows go back to the front of the buffer."""
+        """Append the buffer; poison rows are quarantined and the rest written. When nothing could be written
+        (the store is unavailable) the rows go back to the front of the buffer."""
         with self._flush_lock:
             with self._lock:
                 items, self._buffer = self._buffer, []
             self.last_flush = time.time()
             if not items:
                 return 0
-            try:
-                self.store.predictions.append(self._serialise(items))
-            except Exception:
+            pairs, bad = self._serialise(items)
+            written, poison, untried = self._append(pairs) if pairs else ([], [], [])
+            if pairs and not written:  # no row went in: an unavailable store, not poison rows
                 self.failed_flushes += 1
-                log.exception("prediction log flush of %d rows failed; kept for the next flush", len(items))
-                with self._lock:
-                    self._buffer[:0] = items
-                return 0
+                log.warning("prediction log flush of %d rows failed (%s); kept for the next flush", len(pairs),
+                            poison[0][1] if poison else "probe budget spent")  # fmt: skip
+                untried = [item for item, _ in pairs]
+                poison = []
+            if bad or poison:
+                self._quarantine(bad + poison)
             with self._lock:
-                self.flushed += len(items)
-                self._counters.write(self.seq, self.flushed)
-            return len(items)
+                if untried:
+                    self._buffer[:0] = untried
+                self.flushed += len(written)
+                self._counters.write(self.seq, self.flushed + self.quarantined)
+            return len(written)
 
     def close(self) -> None:
         """Graceful shutdown: flush everything; the counter file goes (nothing was lost)."""
         self.flush()
-        if self.seq == self.flushed:
+        if self.seq == self.flushed + self.quarantined:
             self._counters.remove()
 
     def status(self) -> dict[str, Any]:
         return {"replica": self.replica, "pid": os.getpid(), "answered": self.seq, "flushed": self.flushed,
-                "buffered": len(self._buffer), "failed_flushes": self.failed_flushes}  # fmt: skip
+                "buffered": len(self._buffer), "failed_flushes": self.failed_flushes,
+                "quarantined": self.quarantined}  # fmt: skip
