@@ -669,8 +669,8 @@ class Gateway:
         self, model: str | None = None, request_id: str | None = None, since_s: float | None = None,
         status: str | None = None, limit: int = 100,
     ) -> JSONResponse:  # fmt: skip
-        if since_s is not None and not (math.isfinite(since_s) and since_s > 0):
-            raise ClientError(422, "since_s", "must be a positive number of seconds")
+        if since_s is not None and not (math.isfinite(since_s) and 0 < since_s <= 100 * 365 * 86400):
+            raise ClientError(422, "since_s", "must be a positive number of seconds, at most 100 years")
         rows = await self._off_loop(self.store.predictions.query, model_name=model, request_id=request_id,
                                     since_s=since_s, status=status, limit=_limit(limit))  # fmt: skip
         return JSONResponse({"predictions": rows})
@@ -816,6 +816,8 @@ class Gateway:
 
     @api.get("/v1/runs/{run_id}")
     async def get_run(self, run_id: str, after_step: int = -1) -> JSONResponse:
+        if not -1 <= after_step <= 2**62:
+            raise ClientError(422, "after_step", "must be a step number (-1 for all steps)")
         from qmlops.ui import run_view
 
         return JSONResponse(await self._off_loop(run_view, self.store, run_id, after_step=after_step))

@@ -253,3 +253,15 @@ def test_websocket_upgrades_check_the_origin(served: Served) -> None:
             pass
         with connect(ws_url + path, open_timeout=10):  # not a browser: no Origin header
             pass
+
+
+def test_50_row_explain_of_tree_and_linear_uses_exact_explainers(served: Served) -> None:
+    frame = load_features("sub", "alpha158", start=served.test_day)["feature"].dropna().head(50)
+    rows = [{k: float(v) for k, v in r.items()} for r in frame.to_dict(orient="records")]
+    for model, method in (("alpha", "tree"), ("lin", "additive")):
+        r = served.client.post("/v1/explain", json={"model": model, "rows": rows, "top": 5})
+        assert r.status_code == 200, r.text[:300]
+        out = r.json()["explanations"]
+        assert len(out) == 50 and {x["method"] for x in out} == {method}
+        assert max(x["additivity_error"] for x in out) < 1e-3
+    assert len(rows) == 50
