@@ -71,6 +71,11 @@ class PredictionRepository:
             )
         return int(row["n"]) if row else 0
 
+    def replica_seqs(self, replica: str) -> set[int]:
+        """The sequence numbers a gateway replica's rows have in the log (to replay its spool without duplicates)."""
+        rows = self._db.query("SELECT seq FROM predictions WHERE replica = ?", [replica])
+        return {int(r["seq"]) for r in rows if r["seq"] is not None}
+
     def request_ids(self, model_name: str | None = None) -> list[str]:
         if model_name is None:
             rows = self._db.query("SELECT request_id FROM predictions")

@@ -78,3 +78,38 @@ def test_an_unavailable_store_keeps_rows_buffered(tmp_home: Path) -> None:
     assert status["buffered"] == 10 and status["quarantined"] == 0 and status["failed_flushes"] == 1
     log.store = get_store()
     assert log.flush() == 10 and log.status()["buffered"] == 0
+
+
+def test_sigkill_loses_no_answered_row_the_spool_is_replayed(tmp_home: Path) -> None:
+    """A process adds 500 rows (each add returns only after its spool write, as a response would be sent
+    after it) and is SIGKILLed before any flush; the next reconcile on the host replays them: zero loss."""
+    import os
+    import subprocess
+    import sys
+
+    from qmlops.monitoring import reconcile_losses
+
+    directory = tmp_home / "run" / "predlog"
+    code = (
+        "import os, signal, sys, time, numpy as np\n"
+        "from pathlib import Path\n"
+        "from qmlops.monitoring._predlog import PredictionLog\n"
+        "log = PredictionLog(None, 'victim', Path(sys.argv[1]))\n"
+        "for i in range(500):\n"
+        "    log.add(f'spooled-{i}', time.time(), 'm', 'mv-1', 1, 'stable', np.full((1, 3), i / 7), [i / 3], 1.0, 'ok')\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code, str(directory)], env={**os.environ}, timeout=120)
+    assert proc.returncode == -9
+    store = get_store()
+    store.predictions.append([{"request_id": "spooled-0", "ts": __import__("datetime").datetime.now(), "model_name": "m",
+                               "status": "ok", "replica": "victim", "seq": 1}])  # fmt: skip
+    losses = reconcile_losses(store, directory)
+    assert [(x["replica"], x["answered"], x["lost"], x["replayed"]) for x in losses] == [
+        ("victim", 500, 0, 499)
+    ]
+    ids = store.predictions.request_ids("m")
+    assert sorted(ids) == sorted(f"spooled-{i}" for i in range(500))  # no duplicate of the row already there
+    rows = {r["request_id"]: r for r in store.predictions.query(model_name="m", limit=1000)}
+    assert rows["spooled-9"]["output"] == 9 / 3
+    assert not list((directory / "spool").glob("*victim*"))
