@@ -209,6 +209,9 @@ class Gateway:
         self.monitor: Any = None
         self.monitoring_options: dict[str, Any] | None = None
         self.experiments: Any = None  # an ExperimentRouter once reconfigure ran
+        # request ids this replica answered lately: feedback for them is known before the log's next flush
+        self.issued: dict[str, int] = {}
+        self.feedback_rejected = 0
 
     # -- configuration ------------------------------------------------------------------------------------
     def reconfigure(self, config: dict[str, Any]) -> None:
@@ -509,6 +512,10 @@ class Gateway:
         if experiment is not None:
             response["experiment"] = experiment["id"]
             self._expose(experiment["id"], str(key), label, request_id)
+        self.issued[request_id] = len(predictions)
+        if len(self.issued) > 200_000:
+            for old in list(self.issued)[:50_000]:
+                del self.issued[old]
         if len(predictions) > 1:  # the prediction log and /v1/feedback know each row as request_id/i
             response["request_ids"] = [f"{request_id}/{i}" for i in range(len(predictions))]
         for hook in self.hooks:
@@ -610,8 +617,26 @@ class Gateway:
             ]
         else:
             parsed = [edge.validate_as(edge.FeedbackItem, body)]
-        self.store.serving.add_feedback([(item.request_id, item.value) for item in parsed])
-        return JSONResponse(status_code=202, content={"accepted": len(parsed)})
+        known = await self._off_loop(self._known_ids, [item.request_id for item in parsed])
+        rows = [(item.request_id, item.value) for item in parsed if item.request_id in known]
+        unknown = [item.request_id for item in parsed if item.request_id not in known]
+        self.feedback_rejected += len(unknown)
+        if rows:
+            await self._off_loop(self.store.serving.add_feedback, rows)
+        # feedback for an id never issued is rejected and counted, never stored (it would skew online accuracy)
+        return JSONResponse(status_code=202, content={"accepted": len(rows), "rejected": len(unknown),
+                                                      "unknown": unknown[:10]})  # fmt: skip
+
+    def _known_ids(self, ids: list[str]) -> set[str]:
+        def issued_here(rid: str) -> bool:
+            if rid in self.issued:
+                return self.issued[rid] == 1
+            base, _, index = rid.rpartition("/")
+            return base in self.issued and index.isdigit() and int(index) < self.issued[base]
+
+        known = {rid for rid in ids if issued_here(rid)}
+        rest = [rid for rid in ids if rid not in known]
+        return known | (self.store.predictions.known_request_ids(rest) if rest else set())
 
     # -- admin --------------------------------------------------------------------------------------------
     def _authorise(self, request: Request) -> None:

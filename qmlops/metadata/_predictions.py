@@ -71,6 +71,14 @@ class PredictionRepository:
             )
         return int(row["n"]) if row else 0
 
+    def known_request_ids(self, request_ids: list[str]) -> set[str]:
+        """Which of ``request_ids`` the log holds (a batch request's rows are ``id/i``)."""
+        if not request_ids:
+            return set()
+        rows = self._db.query("SELECT DISTINCT request_id FROM predictions WHERE list_contains(?, request_id)",
+                              [list(request_ids)])  # fmt: skip
+        return {r["request_id"] for r in rows}
+
     def replica_seqs(self, replica: str) -> set[int]:
         """The sequence numbers a gateway replica's rows have in the log (to replay its spool without duplicates)."""
         rows = self._db.query("SELECT seq FROM predictions WHERE replica = ?", [replica])
