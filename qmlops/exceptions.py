@@ -14,6 +14,9 @@ __all__ = [
     "reject_unknown",
     "QmlopsError",
     "ValidationError",
+    "MalformedRequestError",
+    "PayloadTooLargeError",
+    "UnsupportedMediaTypeError",
     "NotFoundError",
     "ConflictError",
     "IncompatibleModelError",
@@ -59,6 +62,24 @@ class ValidationError(QmlopsError):
 
     exit_code = 2
     http_status = 422
+
+
+class MalformedRequestError(ValidationError):
+    """A request that cannot be read at all: malformed JSON, nesting past the limit, a wrong content type."""
+
+    http_status = 400
+
+
+class PayloadTooLargeError(ValidationError):
+    """A request over a size limit (bytes, rows, digits)."""
+
+    http_status = 413
+
+
+class UnsupportedMediaTypeError(ValidationError):
+    """A body of a content type the endpoint does not take."""
+
+    http_status = 415
 
 
 class NotFoundError(QmlopsError):

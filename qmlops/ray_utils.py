@@ -4,18 +4,30 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from typing import Any
 
 from qmlops.config import get_settings
 from qmlops.exceptions import UnavailableError
 
-__all__ = ["init_ray", "qmlops_env_vars", "shutdown_ray"]
+__all__ = ["init_ray", "is_secret", "qmlops_env_vars", "shutdown_ray"]
+
+
+_SECRET = re.compile(r"TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE|_KEY$")
+
+
+def is_secret(name: str) -> bool:
+    """Whether an environment variable holds a secret by its name (``QMLOPS_ADMIN_TOKEN``, ``..._PASSWORD``)."""
+    return bool(_SECRET.search(name.upper()))
 
 
 def qmlops_env_vars() -> dict[str, str]:
-    """The ``QMLOPS_*`` variables of this process, resolved, for a runtime_env (workers see the same home)."""
+    """The ``QMLOPS_*`` variables of this process, resolved, for a runtime_env (workers see the same home).
+
+    Never a secret: a runtime env is shown in the Ray dashboard's job and actor views (readable without
+    credentials when Ray's auth is off). Secrets stay in the environment of the process that needs them."""
     settings = get_settings()
-    env = {k: v for k, v in os.environ.items() if k.startswith("QMLOPS_")}
+    env = {k: v for k, v in os.environ.items() if k.startswith("QMLOPS_") and not is_secret(k)}
     env["QMLOPS_HOME"] = settings.home
     return env
 

@@ -12,9 +12,7 @@ read endpoints are ``/v1/predictions``, ``/v1/metrics/models``, ``/v1/drift``, `
 """
 
 import asyncio
-import hashlib
-import hmac
-import json
+import logging
 import math
 import os
 import time
@@ -26,11 +24,13 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request, WebSocket, WebSocketDisconnect
 from fastapi.exceptions import RequestValidationError
+from fastapi.middleware.cors import CORSMiddleware
 from fastapi.responses import JSONResponse, Response
 from ray import serve
 
 from qmlops.config import Settings
 from qmlops.exceptions import QmlopsError
+from qmlops.serving import _requests as edge
 from qmlops.serving._routing import RouteEntry
 
 __all__ = ["Gateway", "api", "MAX_BODY_BYTES", "MAX_ROWS"]
@@ -41,7 +41,36 @@ WINDOW = 50_000  # latency samples kept per version
 MAX_BATCH = 32  # requests per model-server call
 MAX_IN_FLIGHT = 2  # model-server calls per version at a time; requests arriving meanwhile form the next batch
 
+log = logging.getLogger("qmlops.gateway")
+
 api = FastAPI(title="qmlops gateway", version="1", docs_url="/docs", openapi_url="/openapi.json")
+
+# Browsers: cross-origin writes are refused unless the origin is listed here (empty by default); the gateway's
+# own page (same origin) always may. CORS headers are only sent for listed origins.
+ALLOWED_ORIGINS = frozenset(
+    o.strip().lower().rstrip("/") for o in os.environ.get("QMLOPS_CORS_ORIGINS", "").split(",") if o.strip()
+)
+if ALLOWED_ORIGINS:
+    api.add_middleware(CORSMiddleware, allow_origins=sorted(ALLOWED_ORIGINS), allow_methods=["GET", "POST"],
+                       allow_headers=["authorization", "content-type", "x-user-id"])  # fmt: skip
+
+
+def _body_schema(model: Any) -> dict[str, Any]:
+    """An ``openapi_extra`` that documents a JSON request body read by hand (the handlers parse it safely)."""
+    schema = model.model_json_schema(ref_template="#/components/schemas/{model}")
+    defs = schema.pop("$defs", {})
+    if defs:  # pragma: no cover - the edge models are flat
+        raise RuntimeError("nested request models need component registration")
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
+
+
+def _list_or_one(model: Any, key: str) -> dict[str, Any]:
+    one = model.model_json_schema()
+    many = {"type": "object", "properties": {key: {"type": "array", "items": one, "minItems": 1}},
+            "required": [key], "additionalProperties": False}  # fmt: skip
+    return {
+        "requestBody": {"required": True, "content": {"application/json": {"schema": {"anyOf": [one, many]}}}}
+    }
 
 
 class ClientError(Exception):
@@ -68,36 +97,61 @@ async def _validation_error(request: Request, exc: RequestValidationError) -> JS
 
 @api.exception_handler(QmlopsError)
 async def _qmlops_error(request: Request, exc: QmlopsError) -> JSONResponse:
+    if exc.http_status >= 500:
+        return _server_fault(request, exc)
     return _error(exc.http_status, exc.field, exc.message)
 
 
 @api.exception_handler(Exception)
 async def _server_error(request: Request, exc: Exception) -> JSONResponse:
-    # only what is not the client's fault gets here (a model that fails, a lost replica): a JSON 500
-    cause = getattr(exc, "cause", None) or exc
-    return _error(500, None, f"server error: {type(cause).__name__}: {str(cause)[:300]}")
+    return _server_fault(request, exc)
 
 
-def _reject_constant(value: str) -> Any:
-    raise ClientError(422, None, f"{value} is not a number JSON allows; send finite numbers")
+def _server_fault(request: Request, exc: BaseException) -> JSONResponse:
+    """Only what is not the client's fault gets here (a model that fails, a lost replica, a bug). The client
+    gets a generic reason and an id; the detail goes to the server log under that id, never into the body."""
+    incident = uuid.uuid4().hex
+    log.error("server fault %s on %s %s", incident, request.method, request.url.path, exc_info=exc)
+    return JSONResponse(status_code=500, content={"error": {"field": None, "request_id": incident,
+                        "reason": f"internal server error (request id {incident}; the detail is in the server log)"}})  # fmt: skip
+
+
+def _check_origin(request: Request | WebSocket) -> None:
+    """Writes and WebSocket upgrades from a browser page of another origin are refused (CSRF, CSWSH)."""
+    if not edge.origin_allowed(request.headers.get("origin"), request.headers.get("host"), ALLOWED_ORIGINS):
+        raise ClientError(
+            403, "origin", "cross-origin requests are refused; list the origin in QMLOPS_CORS_ORIGINS"
+        )
 
 
 async def _json_body(request: Request) -> dict[str, Any]:
+    """The request's JSON object: same-origin or listed origin, JSON content type, size, depth, number sizes
+    and encodable text checked (:mod:`qmlops.serving._requests`)."""
+    _check_origin(request)
+    edge.check_content_type(request.headers.get("content-type"))
     length = request.headers.get("content-length")
     if length is not None and length.isdigit() and int(length) > MAX_BODY_BYTES:
         raise ClientError(413, "body", f"body of {length} bytes is over the {MAX_BODY_BYTES}-byte limit")
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
         raise ClientError(413, "body", f"body of {len(raw)} bytes is over the {MAX_BODY_BYTES}-byte limit")
-    try:
-        body = json.loads(raw or b"null", parse_constant=_reject_constant)
-    except ClientError:
-        raise
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ClientError(400, "body", f"malformed JSON: {exc}") from None
+    body = edge.parse_json(raw)
     if not isinstance(body, dict):
         raise ClientError(422, "body", "the body must be a JSON object")
     return body
+
+
+async def _accept(websocket: WebSocket) -> bool:
+    """Accept an upgrade from no browser, the gateway's own page or a listed origin; refuse (403) any other
+    page, which could otherwise read the stream with the user's network position (cross-site WebSocket
+    hijacking)."""
+    try:
+        _check_origin(websocket)
+    except ClientError:
+        await websocket.close(code=1008)
+        return False
+    await websocket.accept()
+    return True
 
 
 def _number(value: Any, field: str) -> float:
@@ -144,8 +198,10 @@ class Gateway:
         self.windows: dict[str, deque[tuple[float, float, bool]]] = {}
         self.ready: dict[str, bool] = {}
         self.hooks: list[Callable[[dict[str, Any]], None]] = []
-        env_token = os.environ.get("QMLOPS_ADMIN_TOKEN") or ""
-        self.admin_digest = hashlib.sha256(env_token.encode()).hexdigest() if env_token else ""
+        from qmlops.serving._tokens import TokenCheck, hash_token
+
+        env_token = os.environ.get("QMLOPS_ADMIN_TOKEN") or ""  # direct construction; Serve passes a hash
+        self.admin = TokenCheck(hash_token(env_token) if env_token else "")
         self.admin_dev = os.environ.get("QMLOPS_ADMIN_DEV", "") == "1"
         self.started = time.time()
         self._queues: dict[str, asyncio.Queue] = {}
@@ -153,6 +209,9 @@ class Gateway:
         self.monitor: Any = None
         self.monitoring_options: dict[str, Any] | None = None
         self.experiments: Any = None  # an ExperimentRouter once reconfigure ran
+        # request ids this replica answered lately: feedback for them is known before the log's next flush
+        self.issued: dict[str, int] = {}
+        self.feedback_rejected = 0
 
     # -- configuration ------------------------------------------------------------------------------------
     def reconfigure(self, config: dict[str, Any]) -> None:
@@ -161,7 +220,8 @@ class Gateway:
         tables = {t["model"]: RoutingTable.from_dict(t) for t in config.get("routes", [])}
         self.tables = tables  # one assignment: requests see the old or the new tables, never a mix
         self.revision = int(config.get("revision", 0))
-        self.admin_digest = config.get("admin_token_sha256") or self.admin_digest
+        # an apply without a hash never switches a configured token off (the hash is kept under QMLOPS_HOME)
+        self.admin.set(config.get("admin_token_hash") or self.admin.encoded)
         self.admin_dev = bool(config.get("admin_dev", os.environ.get("QMLOPS_ADMIN_DEV", "") == "1"))
         self._configure_monitoring(config.get("monitoring") or {})
         from qmlops.experiments import ExperimentRouter
@@ -352,13 +412,17 @@ class Gateway:
             "routes": [t.to_dict() | {"salt": None} for t in self.tables.values()],
         }
 
-    @api.post("/v1/explain")
+    @api.post("/v1/explain", openapi_extra=_body_schema(edge.PredictRequest))
     async def explain(self, request: Request) -> JSONResponse:
         """SHAP contributions for the same inputs as /v1/predict (the version the request would be routed to)."""
         body = await _json_body(request)
         top = body.pop("top", 10)
         if isinstance(top, bool) or not isinstance(top, int) or not 1 <= top <= 1000:
             raise ClientError(422, "top", "must be an integer 1..1000")
+        if (
+            body.get("request_id") is not None
+        ):  # not used here, but the same body as /v1/predict is checked alike
+            edge.check_id(body["request_id"], "request_id", what="request_id")
         name, key, entry, label, _ = self._resolve(body)
         info = self._info(entry.model_version)
         rows, index = self._rows(body, info)
@@ -378,15 +442,19 @@ class Gateway:
         The label is the routing role (stable, canary, ...) or, inside an experiment, the variant's name."""
         name = body.get("model")
         if not isinstance(name, str) or not name:
-            raise ClientError(422, "model", "required: the model name")
+            raise ClientError(422, "model", "required: the model name (a string)")
+        if len(name) > 200:
+            raise ClientError(422, "model", "a model name is at most 200 characters")
         table = self.tables.get(name)
         if table is None:
             raise ClientError(
                 404, "model", f"model {name!r} is not deployed; deployed: {sorted(self.tables)}"
             )
         key = body.get(table.sticky_field)
-        if key is not None and not isinstance(key, str | int):
+        if key is not None and (not isinstance(key, str | int) or isinstance(key, bool)):
             raise ClientError(422, table.sticky_field, "must be a string or an integer")
+        if isinstance(key, str) and not 1 <= len(key) <= 256:
+            raise ClientError(422, table.sticky_field, "must be 1..256 characters")
         attributes = body.get("attributes")
         if attributes is not None and not isinstance(attributes, dict):
             raise ClientError(
@@ -394,6 +462,8 @@ class Gateway:
             )
         experiment = None
         if body.get("version") is not None:
+            if not isinstance(body["version"], int) or isinstance(body["version"], bool):
+                raise ClientError(422, "version", "must be an integer version number")
             entry = table.entry_for(body["version"])
             if entry is None:
                 raise ClientError(404, "version", f"version {body['version']!r} of {name} is not deployed")
@@ -407,13 +477,17 @@ class Gateway:
                 entry = table.route(str(key) if key is not None else None)
         return name, key, entry, entry.role, experiment
 
-    @api.post("/v1/predict")
+    @api.post("/v1/predict", openapi_extra=_body_schema(edge.PredictRequest))
     async def predict(self, request: Request) -> JSONResponse:
         body = await _json_body(request)
         started = time.perf_counter()
-        request_id = str(body.get("request_id") or uuid.uuid4().hex)
-        if "x-user-id" in request.headers and body.get("model") in self.tables:
-            body.setdefault(self.tables[body["model"]].sticky_field, request.headers["x-user-id"])
+        given = body.get("request_id")
+        request_id = (
+            edge.check_id(given, "request_id", what="request_id") if given is not None else uuid.uuid4().hex
+        )
+        model = body.get("model")
+        if "x-user-id" in request.headers and isinstance(model, str) and model in self.tables:
+            body.setdefault(self.tables[model].sticky_field, request.headers["x-user-id"])
         name, key, entry, label, experiment = self._resolve(body)
         info = self._info(entry.model_version)
         rows, index = self._rows(body, info)
@@ -438,6 +512,10 @@ class Gateway:
         if experiment is not None:
             response["experiment"] = experiment["id"]
             self._expose(experiment["id"], str(key), label, request_id)
+        self.issued[request_id] = len(predictions)
+        if len(self.issued) > 200_000:
+            for old in list(self.issued)[:50_000]:
+                del self.issued[old]
         if len(predictions) > 1:  # the prediction log and /v1/feedback know each row as request_id/i
             response["request_ids"] = [f"{request_id}/{i}" for i in range(len(predictions))]
         for hook in self.hooks:
@@ -499,15 +577,16 @@ class Gateway:
             raise ClientError(422, field, "must be a non-empty instrument name (or a list of them)")
         if len(instruments) > MAX_ROWS:
             raise ClientError(413, field, f"{len(instruments)} instruments is over the {MAX_ROWS} limit")
-        if not isinstance(body.get("date"), str):
+        if "date" not in body:
             raise ClientError(422, "date", "required with instrument(s): an ISO date such as 2010-06-01")
-        try:
-            as_of = pd.Timestamp(body["date"])
-        except (ValueError, TypeError):
-            raise ClientError(422, "date", f"not a date: {body['date']!r}") from None
+        as_of = pd.Timestamp(edge.parse_date(body["date"], "date"))
+        if any(len(i) > 64 for i in instruments):
+            raise ClientError(422, field, "an instrument name is at most 64 characters")
         limit = body.get("max_staleness_days")
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 0):
-            raise ClientError(422, "max_staleness_days", "must be a whole number of days >= 0")
+        if limit is not None and (
+            isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= 100_000
+        ):
+            raise ClientError(422, "max_staleness_days", "must be a whole number of days from 0 to 100000")
         if info.materialization is None:
             raise ClientError(422, "instrument", f"{info.name} v{info.version} has no feature set in its lineage; "
                                                  "send features by name")  # fmt: skip
@@ -533,41 +612,55 @@ class Gateway:
                                                          f"{too_old[0]['staleness_days']} days old (limit {limit})")  # fmt: skip
         return x, index
 
-    @api.post("/v1/feedback")
+    @api.post("/v1/feedback", status_code=202, openapi_extra=_list_or_one(edge.FeedbackItem, "items"))
     async def feedback(self, request: Request) -> JSONResponse:
+        """Observed outcomes ``{request_id, value}`` (or ``{"items": [...]}``) for answered predictions."""
         body = await _json_body(request)
-        items = body.get("items") if "items" in body else [body]
-        if not isinstance(items, list) or not items or len(items) > MAX_ROWS:
-            raise ClientError(422, "items", f"must be a list of 1..{MAX_ROWS} {{request_id, value}} objects")
-        rows = []
-        for i, item in enumerate(items):
-            where = f"items[{i}]" if "items" in body else ""
-            if (
-                not isinstance(item, dict)
-                or not isinstance(item.get("request_id"), str)
-                or not item["request_id"]
-            ):
+        if "items" in body:
+            if set(body) != {"items"}:
+                raise ClientError(422, sorted(set(body) - {"items"})[0], "unknown field next to items")
+            items = body["items"]
+            if not isinstance(items, list) or not 1 <= len(items) <= MAX_ROWS:
                 raise ClientError(
-                    422, f"{where}.request_id".lstrip("."), "required: the request_id of a prediction"
+                    422, "items", f"must be a list of 1..{MAX_ROWS} {{request_id, value}} objects"
                 )
-            extra = sorted(set(item) - {"request_id", "value"})
-            if extra:
-                raise ClientError(422, f"{where}.{extra[0]}".lstrip("."), "unknown field")
-            rows.append((item["request_id"], _number(item.get("value"), f"{where}.value".lstrip("."))))
-        self.store.serving.add_feedback(rows)
-        return JSONResponse(status_code=202, content={"accepted": len(rows)})
+            parsed = [
+                edge.validate_as(edge.FeedbackItem, item, prefix=f"items[{i}]")
+                for i, item in enumerate(items)
+            ]
+        else:
+            parsed = [edge.validate_as(edge.FeedbackItem, body)]
+        known = await self._off_loop(self._known_ids, [item.request_id for item in parsed])
+        rows = [(item.request_id, item.value) for item in parsed if item.request_id in known]
+        unknown = [item.request_id for item in parsed if item.request_id not in known]
+        self.feedback_rejected += len(unknown)
+        if rows:
+            await self._off_loop(self.store.serving.add_feedback, rows)
+        # feedback for an id never issued is rejected and counted, never stored (it would skew online accuracy)
+        return JSONResponse(status_code=202, content={"accepted": len(rows), "rejected": len(unknown),
+                                                      "unknown": unknown[:10]})  # fmt: skip
+
+    def _known_ids(self, ids: list[str]) -> set[str]:
+        def issued_here(rid: str) -> bool:
+            if rid in self.issued:
+                return self.issued[rid] == 1
+            base, _, index = rid.rpartition("/")
+            return base in self.issued and index.isdigit() and int(index) < self.issued[base]
+
+        known = {rid for rid in ids if issued_here(rid)}
+        rest = [rid for rid in ids if rid not in known]
+        return known | (self.store.predictions.known_request_ids(rest) if rest else set())
 
     # -- admin --------------------------------------------------------------------------------------------
     def _authorise(self, request: Request) -> None:
-        if not self.admin_digest:
+        if not self.admin:
             if self.admin_dev:
                 return
             raise ClientError(403, "authorization", "the admin API is off: set QMLOPS_ADMIN_TOKEN on the gateway "
                                                     "(or QMLOPS_ADMIN_DEV=1 for local development)")  # fmt: skip
         header = request.headers.get("authorization", "")
         scheme, _, token = header.partition(" ")
-        presented = hashlib.sha256(token.encode()).hexdigest()
-        if scheme.lower() != "bearer" or not token or not hmac.compare_digest(presented, self.admin_digest):
+        if scheme.lower() != "bearer" or not token or not self.admin.check(token):
             raise ClientError(401, "authorization", "a valid bearer token is required")
 
     async def _controller(self, method: str, *args: Any, **kwargs: Any) -> Any:
@@ -579,7 +672,7 @@ class Gateway:
             raise value
         return value
 
-    @api.post("/v1/admin/rollouts")
+    @api.post("/v1/admin/rollouts", status_code=201, openapi_extra=_body_schema(edge.RolloutRequest))
     async def start_rollout(self, request: Request) -> JSONResponse:
         self._authorise(request)
         body = await _json_body(request)
@@ -589,10 +682,8 @@ class Gateway:
         for key in ("model", "version", "strategy"):
             if key not in body:
                 raise ClientError(422, key, "required")
-        if not isinstance(body.get("options", {}), dict):
-            raise ClientError(422, "options", "must be an object")
-        rollout = await self._controller("start", body["model"], body["version"], body["strategy"],
-                                         body.get("options") or {})  # fmt: skip
+        req = edge.validate_as(edge.RolloutRequest, body)
+        rollout = await self._controller("start", req.model, req.version, req.strategy, req.options)
         return JSONResponse(status_code=201, content=rollout)
 
     @api.get("/v1/admin/rollouts/{rollout_id}")
@@ -616,8 +707,8 @@ class Gateway:
         self, model: str | None = None, request_id: str | None = None, since_s: float | None = None,
         status: str | None = None, limit: int = 100,
     ) -> JSONResponse:  # fmt: skip
-        if since_s is not None and not (math.isfinite(since_s) and since_s > 0):
-            raise ClientError(422, "since_s", "must be a positive number of seconds")
+        if since_s is not None and not (math.isfinite(since_s) and 0 < since_s <= 100 * 365 * 86400):
+            raise ClientError(422, "since_s", "must be a positive number of seconds, at most 100 years")
         rows = await self._off_loop(self.store.predictions.query, model_name=model, request_id=request_id,
                                     since_s=since_s, status=status, limit=_limit(limit))  # fmt: skip
         return JSONResponse({"predictions": rows})
@@ -658,16 +749,16 @@ class Gateway:
     @api.post("/v1/alerts/{alert_id}/ack")
     async def acknowledge(self, alert_id: str, request: Request) -> JSONResponse:
         self._authorise(request)
+        _check_origin(request)
         body = await _json_body(request) if await request.body() else {}
-        by = body.get("by", "admin")
-        if not isinstance(by, str) or not by or len(by) > 200:
-            raise ClientError(422, "by", "must be a non-empty name of at most 200 characters")
+        by = edge.validate_as(edge.AckRequest, body).by
         return JSONResponse(await self._off_loop(self.store.monitoring.acknowledge, alert_id, by))
 
     @api.websocket("/v1/ws/alerts")
     async def alert_stream(self, websocket: WebSocket) -> None:
         """New alerts as JSON messages, as they are stored (whichever process fired them)."""
-        await websocket.accept()
+        if not await _accept(websocket):
+            return
         since = (await self._off_loop(self.store.monitoring.alerts, limit=1) or [{"ts": None}])[0]["ts"]
         try:
             while True:
@@ -687,7 +778,7 @@ class Gateway:
         return JSONResponse({"samples": rows})
 
     # -- experiments --------------------------------------------------------------------------------------
-    @api.post("/v1/events")
+    @api.post("/v1/events", status_code=202, openapi_extra=_list_or_one(edge.EventItem, "events"))
     async def events(self, request: Request) -> JSONResponse:
         """Business events for experiments: one ``{experiment, user_id, event, value, ts?}`` or ``{"events": [...]}``."""
         from qmlops.experiments import ExperimentService
@@ -763,6 +854,8 @@ class Gateway:
 
     @api.get("/v1/runs/{run_id}")
     async def get_run(self, run_id: str, after_step: int = -1) -> JSONResponse:
+        if not -1 <= after_step <= 2**62:
+            raise ClientError(422, "after_step", "must be a step number (-1 for all steps)")
         from qmlops.ui import run_view
 
         return JSONResponse(await self._off_loop(run_view, self.store, run_id, after_step=after_step))
@@ -784,7 +877,8 @@ class Gateway:
         """
         from qmlops.ui import run_view
 
-        await websocket.accept()
+        if not await _accept(websocket):
+            return
         last_step, last_status, last_beat = -1, None, None
         try:
             while True:

@@ -189,20 +189,19 @@ class ExperimentService:
             unit = ev.get("user_id")
             if not isinstance(unit, str | int) or isinstance(unit, bool) or unit == "":
                 raise ValidationError("required: a string or integer user id", field=f"{where}.user_id")
+            if isinstance(unit, str) and len(unit) > 256:
+                raise ValidationError("a user id is at most 256 characters", field=f"{where}.user_id")
             _check_name(ev.get("event"), f"{where}.event")
             value = ev.get("value", 1.0)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
                 raise ValidationError("must be a finite number", field=f"{where}.value")
+            if abs(value) > 1e300:
+                raise ValidationError("must be at most 1e300 in size", field=f"{where}.value")
             ts = ev.get("ts")
             if ts is not None:
-                try:
-                    ts = (
-                        datetime.fromisoformat(str(ts).removesuffix("Z"))
-                        if not isinstance(ts, int | float)
-                        else ts
-                    )
-                except ValueError:
-                    raise ValidationError("not an ISO timestamp", field=f"{where}.ts") from None
+                from qmlops.serving import parse_timestamp
+
+                ts = parse_timestamp(ts, f"{where}.ts")
             rows.append((known[ref], str(unit), ev["event"], float(value), ts))
         return int(self.store.experiments.add_events(rows))
 

@@ -3,6 +3,11 @@
 - ``lightgbm`` / ``xgboost`` boosters: ``shap.TreeExplainer`` (exact, interventional-free path-dependent SHAP on
   the raw output).
 - ``linear`` (``coef_`` + ``intercept_``): ``shap.LinearExplainer`` against a background sample.
+- the engine's exported ``linear`` models (a TorchScript module: per-feature normalisation, then a linear map, so
+  additive in the features): exact interventional SHAP, ``phi_j(x) = E_b[f(b with b_j = x_j) - f(b)]``, from
+  ``rows x features`` model evaluations against one reference row plus a background correction computed once
+  (``method="additive"``; the model's additivity is checked on the background before it is used). A 50-row
+  explain takes milliseconds where the permutation explainer took seconds.
 - everything else (``torch`` modules, including the engine's exported linear/MLP/sequence-free models; ``pickle``):
   the model-agnostic ``shap.PermutationExplainer`` with an independent masker over a sampled background.
 
@@ -112,6 +117,10 @@ class ModelExplainer:
             self.coef, self.intercept = np.asarray(spec["coef"]), float(spec["intercept"])
             self.explainer = shap.LinearExplainer((self.coef, self.intercept), np.nan_to_num(self.background))
             self.method = "linear"
+        elif record.model_type == "linear" and (additive := _Additive.build(self.predictor.predict_array,
+                                                                            self.background)) is not None:  # fmt: skip
+            self.explainer = additive
+            self.method = "additive"
         else:
             masker = shap.maskers.Independent(self.background, max_samples=len(self.background))
             self.explainer = shap.PermutationExplainer(self.predictor.predict_array, masker)
@@ -134,8 +143,48 @@ class ModelExplainer:
         elif self.method == "linear":
             values = np.asarray(self.explainer.shap_values(np.nan_to_num(x)), dtype=np.float64)
             base = float(np.asarray(self.explainer.expected_value).reshape(-1)[0])
+        elif self.method == "additive":
+            values, base = self.explainer.values(x), self.explainer.base
         else:
             result = self.explainer(x, max_evals=self.max_evals, silent=True)
             values = np.asarray(result.values, dtype=np.float64)
             base = float(np.asarray(result.base_values).reshape(-1)[0])
         return Explanation(self.feature_names, values.reshape(len(x), -1), base, predictions, x, self.method)
+
+
+class _Additive:
+    """Exact interventional SHAP of a model additive in its features, ``f(x) = c + sum_j g_j(x_j)``.
+
+    With a reference row ``r``: ``d_j(x) = f(r with r_j = x_j) - f(r) = g_j(x_j) - g_j(r_j)``, so
+    ``phi_j(x) = g_j(x_j) - E_b[g_j(b_j)] = d_j(x) - E_b[d_j(b)]`` and ``base = E_b[f(b)]``.
+    """
+
+    def __init__(self, score: Any, background: np.ndarray) -> None:
+        self.score = score
+        self.reference = background[0].copy()
+        self.f_ref = float(np.asarray(score(self.reference[None, :])).reshape(-1)[0])
+        self.correction = self._deltas(background).mean(axis=0)
+        self.base = float(np.asarray(score(background), dtype=np.float64).mean())
+
+    def _deltas(self, x: np.ndarray) -> np.ndarray:
+        n, f = x.shape
+        probe = np.repeat(self.reference[None, :], n * f, axis=0).reshape(n, f, f)
+        idx = np.arange(f)
+        probe[:, idx, idx] = x  # row (i, j): the reference with feature j set to x[i, j]
+        out = np.asarray(self.score(probe.reshape(n * f, f)), dtype=np.float64).reshape(n, f)
+        return out - self.f_ref
+
+    def values(self, x: np.ndarray) -> np.ndarray:
+        return self._deltas(x) - self.correction
+
+    @classmethod
+    def build(cls, score: Any, background: np.ndarray) -> _Additive | None:
+        """The explainer, or None when the model is not additive on its own background (then SHAP's
+        permutation explainer is used)."""
+        if len(background) < 2:
+            return None
+        explainer = cls(score, background)
+        probe = background[: min(len(background), 20)]
+        predictions = np.asarray(score(probe), dtype=np.float64).reshape(-1)
+        error = np.abs(explainer.base + explainer.values(probe).sum(axis=1) - predictions).max()
+        return explainer if error <= 1e-4 * max(1.0, float(np.abs(predictions).max())) else None

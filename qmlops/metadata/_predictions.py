@@ -77,6 +77,19 @@ class PredictionRepository:
             )
         return int(row["n"]) if row else 0
 
+    def known_request_ids(self, request_ids: list[str]) -> set[str]:
+        """Which of ``request_ids`` the log holds (a batch request's rows are ``id/i``)."""
+        if not request_ids:
+            return set()
+        rows = self._db.query("SELECT DISTINCT request_id FROM predictions WHERE list_contains(?, request_id)",
+                              [list(request_ids)])  # fmt: skip
+        return {r["request_id"] for r in rows}
+
+    def replica_seqs(self, replica: str) -> set[int]:
+        """The sequence numbers a gateway replica's rows have in the log (to replay its spool without duplicates)."""
+        rows = self._db.query("SELECT seq FROM predictions WHERE replica = ?", [replica])
+        return {int(r["seq"]) for r in rows if r["seq"] is not None}
+
     def request_ids(self, model_name: str | None = None) -> list[str]:
         if model_name is None:
             rows = self._db.query("SELECT request_id FROM predictions")

@@ -4,6 +4,7 @@ The Serve deployments themselves are in ``serve_apps/`` (gateway, model server);
 CLI, the rollout controller and tests use to run and steer them.
 """
 
+from qmlops.serving._requests import parse_date, parse_timestamp
 from qmlops.serving._routing import BUCKETS, ROLES, RouteEntry, RoutingTable
 from qmlops.serving._service import APP_NAME, ServeOptions, ServeService, build_app
 
@@ -16,4 +17,6 @@ __all__ = [
     "ServeOptions",
     "ServeService",
     "build_app",
+    "parse_date",
+    "parse_timestamp",
 ]

@@ -103,12 +103,6 @@ def build_app(settings: Settings, options: ServeOptions, user_config: dict[str, 
                   "max_batch_size": options.max_batch_size, "batch_wait_timeout_s": options.batch_wait_timeout_s})  # fmt: skip
 
 
-def _digest(token: str) -> str:
-    import hashlib
-
-    return hashlib.sha256(token.encode()).hexdigest() if token else ""
-
-
 class ServeService:
     """Start the application, change routing tables, read the gateway's statistics, stop."""
 
@@ -156,10 +150,20 @@ class ServeService:
         monitoring = (options or self.options()).monitoring
         self._revision = time.time_ns() // 1_000_000  # each apply is a new revision the gateway reports back
         return {"routes": tables, "revision": self._revision,
-                # only a digest of the admin token travels in the (dashboard-visible) user_config
-                "admin_token_sha256": _digest(os.environ.get("QMLOPS_ADMIN_TOKEN", "")),
+                # only a salted slow hash of the admin token travels in the (dashboard-visible) user_config;
+                # the hash is kept under QMLOPS_HOME so an apply from a process without the token keeps it
+                "admin_token_hash": self.admin_token_hash(),
                 "admin_dev": os.environ.get("QMLOPS_ADMIN_DEV", "") == "1", "monitoring": monitoring,
                 "experiments": gateway_experiments(self.store)}  # fmt: skip
+
+    def admin_token_hash(self) -> str:
+        """The configured admin token's encoded hash (see :mod:`qmlops.serving._tokens`); "" when none."""
+        from qmlops.serving._tokens import stored_hash
+
+        return stored_hash(
+            Path(self.settings.home) / "run" / "serve" / "admin_token.hash",
+            os.environ.get("QMLOPS_ADMIN_TOKEN"),
+        )
 
     def apply(self, options: ServeOptions | None = None, *, wait: bool = True) -> None:
         """(Re)deploy from a Serve config (what ``serve deploy`` does) with the stored routing tables.

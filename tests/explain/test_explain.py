@@ -96,3 +96,23 @@ def test_global_importance_and_indicator_report(trained: dict) -> None:
     assert all(png[:8] == b"\x89PNG\r\n\x1a\n" for png in report.plots.values())
     html = Path(uri.removeprefix("file://")).read_text()
     assert "Families" in html and html.count("data:image/png;base64") == 3
+
+
+def test_engine_linear_model_gets_exact_additive_shap(trained: dict) -> None:
+    """The engine's linear model (normalisation + linear map, TorchScript) is explained exactly: the
+    attributions equal SHAP's permutation explainer with the full background (exact for additive models)."""
+    import shap
+
+    train(TrainConfig("linear", dataset="sub", register_as="lin", report=False))
+    registry, frame = trained["registry"], trained["frame"]
+    rows = frame["feature"].dropna().tail(5).to_numpy()
+    explainer = ModelExplainer(registry, "lin")
+    assert explainer.method == "additive"
+    e = explainer.explain(rows)
+    assert e.additivity_error() < 1e-4 * max(1.0, float(np.abs(e.predictions).max()))
+    masker = shap.maskers.Independent(explainer.background, max_samples=len(explainer.background))
+    reference = shap.PermutationExplainer(explainer.predictor.predict_array, masker)(
+        rows, max_evals=2 * rows.shape[1] + 1, silent=True
+    )
+    scale = float(np.abs(reference.values).max())
+    np.testing.assert_allclose(e.values, reference.values, atol=1e-4 * scale)

@@ -31,7 +31,7 @@ def test_serve_config_file_validates_and_builds(tmp_home: Path) -> None:
 def test_generated_config_matches_the_schema_and_carries_no_token(tmp_home: Path, monkeypatch) -> None:
     monkeypatch.setenv("QMLOPS_ADMIN_TOKEN", "do-not-leak")
     config = deploy_config(get_settings(), ServeOptions(port=8123, preload=("mv-1",)), {"routes": [], "revision": 1,
-                                                                                        "admin_token_sha256": "ab"})  # fmt: skip
+                                                                                        "admin_token_hash": "ab"})  # fmt: skip
     schema = ServeDeploySchema.model_validate(config)
     assert schema.http_options.port == 8123 and schema.applications[0].args["preload"] == ["mv-1"]
     assert "do-not-leak" not in str(config)

@@ -143,7 +143,7 @@ def test_explain_endpoint_matches_prediction(served: Served) -> None:
     assert total == pytest.approx(e["prediction"], abs=1e-6) and e["additivity_error"] < 1e-6
     lin = served.client.post("/v1/explain", json={"model": "lin", "instrument": served.instruments[2],
                                                   "date": served.test_day})  # fmt: skip
-    assert lin.status_code == 200 and lin.json()["explanations"][0]["method"] == "permutation"
+    assert lin.status_code == 200 and lin.json()["explanations"][0]["method"] == "additive"
     assert lin.json()["explanations"][0]["additivity_error"] < 1e-4
     for body, field in [({"model": "alpha", "features": row, "top": 0}, "top"),
                         ({"model": "nope", "features": row}, "model")]:  # fmt: skip

@@ -138,8 +138,20 @@ def test_bad_input_is_4xx_with_the_field(served: Served) -> None:
             assert error["field"] == field, (payload[:120], error)
     fb = served.client.post("/v1/feedback", json={"request_id": "r1", "value": "x"})
     assert fb.status_code == 422 and fb.json()["error"]["field"] == "value"
-    assert served.client.post("/v1/feedback", json={"request_id": "r1", "value": 0.01}).status_code == 202
+    issued = served.client.post("/v1/predict", json={"model": "alpha", "request_id": "r1", "features": row})
+    assert issued.status_code == 200
+    fb = served.client.post("/v1/feedback", json={"request_id": "r1", "value": 0.01})
+    assert fb.status_code == 202 and fb.json()["accepted"] == 1, fb.text
     assert get_store().serving.feedback("r1") == [0.01]
+    # feedback for an id never issued is rejected and counted, not stored
+    fb = served.client.post("/v1/feedback", json={"items": [{"request_id": "never-issued", "value": 1.0},
+                                                            {"request_id": "r1/3", "value": 1.0}]})  # fmt: skip
+    assert fb.status_code == 202 and fb.json() == {
+        "accepted": 0,
+        "rejected": 2,
+        "unknown": ["never-issued", "r1/3"],
+    }
+    assert get_store().serving.feedback("never-issued") == []
     # the service is still healthy and nothing stored changed
     assert served.client.get("/healthz").status_code == 200
     assert served.client.post("/v1/predict", json={"model": "alpha", "features": row}).status_code == 200
