@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from qmlops.data import ingest
@@ -19,6 +20,7 @@ from qmlops.training import TrainConfig, train
 
 MARKET = {"n_instruments": 120, "n_days": 320, "seed": 21}
 STRENGTH = 0.2
+REGIME_DAY = 220
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +33,10 @@ def home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
             mp.delenv(var, raising=False)
         ingest("planted", name="signal", **MARKET, signal={"strength": STRENGTH})
         ingest("planted", name="nosignal", **MARKET, signal={"strength": 0.0})
-        for name in ("signal", "nosignal"):
+        ingest("planted", name="regime", **MARKET, signal={"weights": {"reversal_5": 1.0}, "strength": STRENGTH},
+               regimes=[{"start_day": REGIME_DAY, "signal": {"weights": {"volume_shock_5": 1.0},
+                                                           "strength": STRENGTH}}])  # fmt: skip
+        for name in ("signal", "nosignal", "regime"):
             materialize(name, "alpha158", engine="local")
         yield home
         get_store().close()
@@ -69,3 +74,26 @@ def test_a_signal_free_market_gives_a_model_near_zero(home: Path) -> None:
     oracle = _train("lightgbm", "nosignal")
     assert abs(oracle["oracle_ic"]) < 0.03
     assert abs(oracle["model_ic"]) < 0.03
+
+
+def test_a_model_trained_before_a_regime_change_loses_its_ic_after_it(home: Path) -> None:
+    from qmlops.data import load_dataset
+
+    days = sorted(load_dataset("regime")["date"].unique())
+    day = [str(pd.Timestamp(d).date()) for d in days]
+    fit = {"train": (day[60], day[160]), "valid": (day[163], day[185])}
+    results = {}
+    for name, test in (
+        ("before", (day[188], day[REGIME_DAY - 3])),
+        ("after", (day[REGIME_DAY + 5], day[-3])),
+    ):
+        result = train(TrainConfig("linear", dataset="regime", params=FAST["linear"], register_as="",
+                                   report=False, segments={**fit, "test": test}))  # fmt: skip
+        assert result.oracle is not None
+        results[name] = result.oracle
+    before, after = results["before"], results["after"]
+    # the oracle keeps its strength across the change; the model's share of it collapses
+    assert before.oracle_ic == pytest.approx(STRENGTH, abs=0.06)
+    assert after.oracle_ic == pytest.approx(STRENGTH, abs=0.06)
+    assert before.model_ic > 0.08 and before.share > 0.5
+    assert abs(after.model_ic) < 0.05 and abs(after.share) < 0.3
