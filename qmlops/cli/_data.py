@@ -25,16 +25,68 @@ def _parse_mapping(items: list[str]) -> dict[str, str]:
     return out
 
 
+def _signal_option(text: str, where: str) -> dict[str, object]:
+    """A signal given as a YAML/JSON file ({weights: {term: w}, strength: x}) or inline ``term=w,...,strength=x``."""
+    from qmlops.data import SignalSpec, parse_signal
+
+    path = Path(text)
+    if path.suffix.lower() in (".yaml", ".yml", ".json"):
+        import yaml
+
+        if not path.is_file():
+            raise ValidationError(f"no such file {text!r}", field=where)
+        try:
+            data = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ValidationError(f"cannot parse {path.name}: {exc}", field=where) from None
+        return SignalSpec.from_dict(data, where=where).to_dict()
+    return parse_signal(text, where=where).to_dict()
+
+
+def _planted_options(signal: str | None, regimes: list[str], strength: float | None) -> dict[str, object]:
+    from qmlops.data import SignalSpec
+
+    out: dict[str, object] = {}
+    signal_dict = _signal_option(signal, "--signal") if signal is not None else None
+    if strength is not None:
+        signal_dict = {**(signal_dict or SignalSpec().to_dict()), "strength": strength}
+    if signal_dict is not None:
+        out["signal"] = signal_dict
+    parsed = []
+    for item in regimes:
+        day, sep, spec = item.partition(":")
+        if not sep or not day.strip().isdigit() or not spec.strip():
+            raise ValidationError(
+                f"expected DAY:SIGNAL (e.g. 250:momentum_20=1), got {item!r}", field="--regime"
+            )
+        parsed.append({"start_day": int(day), "signal": _signal_option(spec.strip(), "--regime")})
+    if parsed:
+        out["regimes"] = parsed
+    return out
+
+
 @app.command("ingest")
 @handle_errors
 def ingest_command(
-    source: str = typer.Argument(..., help="sp500, bokeh5, synthetic, or a path to a .csv/.parquet file"),
+    source: str = typer.Argument(
+        ..., help="sp500, bokeh5, synthetic, planted, or a path to a .csv/.parquet file"
+    ),
     name: str | None = typer.Option(None, "--name", help="dataset name (default: the source's)"),
     on_error: str = typer.Option("fail", "--on-error", help="fail (default) or quarantine bad rows"),
     mapping: list[str] = typer.Option([], "--map", help="column mapping canonical=SourceColumn (repeatable)"),
-    instruments: int = typer.Option(100, "--instruments", help="synthetic: number of instruments"),
-    days: int = typer.Option(250, "--days", help="synthetic: number of business days"),
-    seed: int = typer.Option(0, "--seed", help="synthetic: random seed"),
+    instruments: int = typer.Option(100, "--instruments", help="synthetic/planted: number of instruments"),
+    days: int = typer.Option(250, "--days", help="synthetic/planted: number of business days"),
+    seed: int = typer.Option(0, "--seed", help="synthetic/planted: random seed"),
+    signal: str | None = typer.Option(
+        None,
+        "--signal",
+        help="planted: the signal, a YAML file {weights: {term: w}, strength: ic} or term=w,...,strength=ic "
+        "(terms: reversal_5, momentum_20, volume_shock_5)",
+    ),
+    strength: float | None = typer.Option(None, "--strength", help="planted: target daily IC of the signal"),
+    regime: list[str] = typer.Option(
+        [], "--regime", help="planted: DAY:SIGNAL, the signal from output day DAY on (repeatable)"
+    ),
     features: bool = typer.Option(
         True,
         "--features/--no-features",
@@ -49,7 +101,15 @@ def ingest_command(
     """
     from qmlops.data import ingest
 
-    options = {"n_instruments": instruments, "n_days": days, "seed": seed} if source == "synthetic" else {}
+    options: dict[str, object] = {}
+    if source in ("synthetic", "planted"):
+        options = {"n_instruments": instruments, "n_days": days, "seed": seed}
+    if source == "planted":
+        options.update(_planted_options(signal, regime, strength))
+    elif signal is not None or regime or strength is not None:
+        raise ValidationError(
+            "--signal, --strength and --regime are options of the planted source", field="source"
+        )
     if features:
         from qmlops.features import default_feature_sets, disable_auto_materialize, enable_auto_materialize
 
@@ -75,9 +135,25 @@ def ingest_command(
         d = rec.diff
         console.print(f"  diff against {rec.parent_id}: +{d['rows_added']} -{d['rows_removed']} "
                       f"~{d['rows_changed']} rows")  # fmt: skip
+    _print_oracle(rec.config)
     for note in result.notifications:
         console.print(
             f"  subscriber {note.subscriber}: {'ok' if note.ok else '[red]failed[/] ' + str(note.error)}"
+        )
+
+
+def _print_oracle(config: dict[str, object] | None) -> None:
+    """A planted market's oracle IC per regime (what a perfect model would score), if the version has one."""
+    rows = (config or {}).get("oracle")
+    if not isinstance(rows, list):
+        return
+    for r in rows:
+        weights = ", ".join(f"{k}={v:g}" for k, v in r.get("weights", {}).items())
+        console.print(
+            f"  oracle regime {r['regime']} ({r['first_date']} .. {r['last_date']}, {r['days']} days, "
+            f"{weights}): mean IC {r['oracle_ic']:.4f} (target {r.get('strength', float('nan')):g}), "
+            f"Rank IC {r['oracle_rank_ic']:.4f}",
+            highlight=False,
         )
 
 
@@ -103,7 +179,10 @@ def show_command(ref: str = typer.Argument(..., help="version id, id prefix, or 
     """Show one dataset version (with its diff against the previous version of the same name)."""
     from qmlops.metadata import get_store
 
-    print_record(get_store().datasets.resolve(ref), as_json=as_json)
+    record = get_store().datasets.resolve(ref)
+    print_record(record, as_json=as_json)
+    if not as_json:
+        _print_oracle(record.config)
 
 
 @app.command("lineage")

@@ -233,6 +233,10 @@ def _print_summary(summary: dict[str, Any]) -> None:
                   f"({summary['stop_reason']}), best step {summary['best_step']}")  # fmt: skip
     console.print(f"  test IC {_fmt(m['ic'])}  ICIR {_fmt(m['icir'])}  Rank IC {_fmt(m['rank_ic'])}  "
                   f"Rank ICIR {_fmt(m['rank_icir'])}  MSE {_fmt(m['mse'], 6)}")  # fmt: skip
+    if summary.get("oracle"):
+        o = summary["oracle"]
+        console.print(f"  oracle on the same days: IC {_fmt(o['oracle_ic'])}  Rank IC {_fmt(o['oracle_rank_ic'])}  "
+                      f"share of oracle IC captured {_fmt(o['share'])}")  # fmt: skip
     console.print(f"  top-k long-short: annual return {_fmt(m['annual_return'])}  IR {_fmt(m['information_ratio'])}  "
                   f"max drawdown {_fmt(m['max_drawdown'])}  turnover {_fmt(m['turnover'])}")  # fmt: skip
     if summary.get("model_version"):

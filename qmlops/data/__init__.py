@@ -2,15 +2,28 @@
 
 ``ingest("sp500")`` stores the bundled S&P 500 set as a dataset version (once per distinct content);
 ``load_dataset(id)`` reads the canonical table back; ``export_qlib(frame, dir)`` writes Qlib's binary format.
+
+``ingest("planted", n_instruments=..., n_days=..., seed=..., signal=..., regimes=...)`` stores a market with a
+known answer (:class:`PlantedSpec`, :func:`generate_planted`); ``load_oracle(version)`` reads its oracle and
+``oracle_daily_ic`` / ``oracle_summary`` measure it.
 """
 
 from qmlops.data._canonical import CANONICAL_COLUMNS, REQUIRED_COLUMNS
 from qmlops.data._hashing import content_hash
+from qmlops.data._planted import (
+    ORACLE_COLUMNS,
+    PlantedMarket,
+    generate_planted,
+    oracle_daily_ic,
+    oracle_summary,
+)
+from qmlops.data._planted_spec import SIGNAL_TERMS, PlantedSpec, Regime, SignalSpec, SignalTerm, parse_signal
 from qmlops.data._qlib_export import QLIB_FIELDS, export_qlib, with_vwap
 from qmlops.data._sources import (
     SOURCES,
     Bokeh5Source,
     FileSource,
+    PlantedSource,
     Source,
     Sp500Source,
     SyntheticSource,
@@ -20,10 +33,31 @@ from qmlops.data._sources import (
 from qmlops.data._sync import Notification, subscribe, subscribers, unsubscribe
 from qmlops.data._synthetic import generate_synthetic
 from qmlops.data._validate import RULES, RowProblem, ValidationReport, validate_ohlcv
-from qmlops.data._versions import IngestResult, diff_summary, ingest, load_dataset
+from qmlops.data._versions import (
+    IngestResult,
+    diff_summary,
+    ingest,
+    load_artifact,
+    load_dataset,
+    load_oracle,
+)
 
 __all__ = [
     "CANONICAL_COLUMNS",
+    "ORACLE_COLUMNS",
+    "SIGNAL_TERMS",
+    "PlantedMarket",
+    "PlantedSource",
+    "PlantedSpec",
+    "Regime",
+    "SignalSpec",
+    "SignalTerm",
+    "generate_planted",
+    "load_artifact",
+    "load_oracle",
+    "oracle_daily_ic",
+    "oracle_summary",
+    "parse_signal",
     "REQUIRED_COLUMNS",
     "QLIB_FIELDS",
     "RULES",

@@ -17,10 +17,12 @@ from typing import Any, ClassVar
 import numpy as np
 import pandas as pd
 
+from qmlops.data._planted import PlantedMarket, generate_planted, oracle_summary
+from qmlops.data._planted_spec import PlantedSpec
 from qmlops.data._synthetic import generate_synthetic
 from qmlops.exceptions import NotFoundError, ValidationError
 
-__all__ = ["Source", "Sp500Source", "Bokeh5Source", "FileSource", "SyntheticSource", "SOURCES",
+__all__ = ["Source", "Sp500Source", "Bokeh5Source", "FileSource", "SyntheticSource", "PlantedSource", "SOURCES",
            "resolve_source", "list_sources", "detect_mapping"]  # fmt: skip
 
 # Names a column may have in a user's file, per canonical column (matched case-insensitively).
@@ -87,6 +89,10 @@ class Source(ABC):
 
     def config(self) -> dict[str, Any]:
         return {"source": self.name}
+
+    def artifacts(self) -> dict[str, pd.DataFrame]:
+        """Tables stored beside the version's data (name -> frame), after ``read``. Default: none."""
+        return {}
 
     @property
     def label(self) -> str:
@@ -208,7 +214,47 @@ class SyntheticSource(Source):
         }
 
 
-SOURCES: dict[str, type[Source]] = {cls.name: cls for cls in (Sp500Source, Bokeh5Source, SyntheticSource)}
+class PlantedSource(Source):
+    """A seeded market with a planted cross-sectional signal and its oracle (see :mod:`qmlops.data._planted`).
+
+    Options: a ``spec`` (:class:`PlantedSpec`) or its fields (``n_instruments``, ``n_days``, ``seed``, ``signal``,
+    ``regimes``, ...). The oracle is stored beside the data as the ``oracle`` artifact (read it with
+    :func:`qmlops.data.load_oracle`); the version's config records the spec and the oracle's IC per regime.
+    """
+
+    name = "planted"
+    description = "seeded market with a planted signal and a known oracle (N instruments x T days, regimes)"
+
+    def __init__(self, spec: PlantedSpec | None = None, **options: Any) -> None:
+        if spec is not None and options:
+            raise ValidationError("pass a spec or options, not both", field="spec")
+        self.spec = spec if spec is not None else PlantedSpec.from_dict(options)
+        self._market: PlantedMarket | None = None
+
+    def market(self) -> PlantedMarket:
+        if self._market is None:
+            self._market = generate_planted(self.spec)
+        return self._market
+
+    def read(self) -> pd.DataFrame:
+        frame = self.market().bars.copy()
+        frame["_source_row"] = np.arange(1, len(frame) + 1)
+        return frame
+
+    def artifacts(self) -> dict[str, pd.DataFrame]:
+        return {"oracle": self.market().oracle}
+
+    def config(self) -> dict[str, Any]:
+        return {
+            "source": self.name,
+            "spec": self.spec.to_dict(),
+            "oracle": oracle_summary(self.market().oracle, self.spec),
+        }
+
+
+SOURCES: dict[str, type[Source]] = {
+    cls.name: cls for cls in (Sp500Source, Bokeh5Source, SyntheticSource, PlantedSource)
+}
 
 
 def list_sources() -> list[dict[str, str]]:
@@ -220,7 +266,7 @@ def list_sources() -> list[dict[str, str]]:
 def resolve_source(
     source: str | Source, *, mapping: Mapping[str, str] | None = None, **options: Any
 ) -> Source:
-    """A source object from a name (``sp500``, ``bokeh5``, ``synthetic``) or a file path."""
+    """A source object from a name (``sp500``, ``bokeh5``, ``synthetic``, ``planted``) or a file path."""
     if isinstance(source, Source):
         return source
     if source in SOURCES:

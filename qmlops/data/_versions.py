@@ -20,13 +20,23 @@ from qmlops import storage
 from qmlops.config import Settings, get_settings
 from qmlops.data._canonical import CANONICAL_COLUMNS, canonical_order
 from qmlops.data._hashing import content_hash
+from qmlops.data._planted import generate_planted
+from qmlops.data._planted_spec import PlantedSpec
 from qmlops.data._sources import Source, resolve_source
 from qmlops.data._sync import Notification, notify
 from qmlops.data._validate import ValidationReport, validate_ohlcv
-from qmlops.exceptions import ValidationError
+from qmlops.exceptions import NotFoundError, ValidationError
 from qmlops.metadata import DatasetRecord, MetadataStore, RemoteMetadataStore, get_store
 
-__all__ = ["IngestResult", "ingest", "load_dataset", "diff_summary", "version_id"]
+__all__ = [
+    "IngestResult",
+    "ingest",
+    "load_dataset",
+    "load_artifact",
+    "load_oracle",
+    "diff_summary",
+    "version_id",
+]
 
 OnError = Literal["fail", "quarantine"]
 Store = MetadataStore | RemoteMetadataStore
@@ -116,6 +126,49 @@ def load_dataset(ref: str, *, store: Store | None = None, settings: Settings | N
     return frame
 
 
+def load_artifact(
+    ref: str, artifact: str, *, store: Store | None = None, settings: Settings | None = None
+) -> pd.DataFrame:
+    """A table a source stored beside a version's data (e.g. a planted market's ``oracle``).
+
+    Raises :class:`NotFoundError` (field ``artifact``) when the version has no such table.
+    """
+    store = store or get_store(settings)
+    record = store.datasets.resolve(ref)
+    uris = (record.config or {}).get("artifacts", {})
+    if artifact not in uris:
+        have = ", ".join(uris) or "none"
+        raise NotFoundError(
+            f"dataset version {record.id} ({record.source}) has no {artifact!r} table (it has: {have})",
+            field="artifact",
+        )
+    frame = storage.read_parquet(uris[artifact]).to_pandas()
+    if "date" in frame.columns:
+        frame["date"] = frame["date"].astype("datetime64[ns]")
+    return frame
+
+
+def load_oracle(
+    ref: str | PlantedSpec, *, store: Store | None = None, settings: Settings | None = None
+) -> pd.DataFrame:
+    """The oracle of a planted market: one row per (date, instrument) with ``regime``, ``score`` (the planted
+    signal, the best possible prediction) and ``label`` (realised LABEL0).
+
+    ``ref`` is a dataset version (id, id prefix or name) ingested from ``planted``, or a :class:`PlantedSpec`
+    (generated in memory). Raises :class:`NotFoundError` for a version that is not a planted market.
+    """
+    if isinstance(ref, PlantedSpec):
+        return generate_planted(ref).oracle
+    try:
+        return load_artifact(ref, "oracle", store=store, settings=settings)
+    except NotFoundError as exc:
+        if exc.field != "artifact":
+            raise
+        raise NotFoundError(
+            f"{ref!r} is not a planted market (no oracle); ingest one with source 'planted'", field="dataset"
+        ) from None
+
+
 def ingest(
     source: str | Source,
     *,
@@ -126,7 +179,7 @@ def ingest(
     settings: Settings | None = None,
     **source_options: Any,
 ) -> IngestResult:
-    """Ingest ``source`` (``sp500``, ``bokeh5``, ``synthetic``, or a CSV/Parquet path) as a dataset version.
+    """Ingest ``source`` (``sp500``, ``bokeh5``, ``synthetic``, ``planted``, or a CSV/Parquet path) as a version.
 
     Identical content returns the stored version and writes nothing. ``on_error="fail"`` raises
     :class:`ValidationError` listing bad rows; ``"quarantine"`` stores them aside (with reasons) and ingests
@@ -154,11 +207,18 @@ def ingest(
         quarantine_uri = storage.join(settings.data_uri, vid, "quarantine.parquet")
         storage.write_parquet(pa.Table.from_pandas(bad, preserve_index=False), quarantine_uri)
 
+    artifacts = {}
+    for art_name, table in src.artifacts().items():
+        artifacts[art_name] = storage.join(settings.data_uri, vid, f"{art_name}.parquet")
+        storage.write_parquet(pa.Table.from_pandas(table, preserve_index=False), artifacts[art_name])
+
     parent = store.datasets.latest(name)
     diff = None
     if parent is not None:
         diff = diff_summary(load_dataset(parent.id, store=store, settings=settings), frame)
     config = {**src.config(), "on_error": on_error, "rule_counts": report.counts()}
+    if artifacts:
+        config["artifacts"] = artifacts
     record = DatasetRecord(
         id=vid,
         name=name,

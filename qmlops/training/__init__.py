@@ -55,6 +55,7 @@ from qmlops.training._engine import (
 )
 from qmlops.training._evaluate import Evaluation, daily_ic, evaluate_predictions, long_short_backtest
 from qmlops.training._informer import InformerModel
+from qmlops.training._oracle import OracleComparison, compare_to_oracle
 from qmlops.training._torch_hooks import (
     EpochMetrics,
     EpochStopper,
@@ -66,6 +67,8 @@ from qmlops.training._torch_hooks import (
 )
 
 __all__ = [
+    "OracleComparison",
+    "compare_to_oracle",
     "AdaptivePatience",
     "CATALOGUE",
     "EarlyStopper",

@@ -39,6 +39,7 @@ from qmlops.metadata import MetadataStore, RemoteMetadataStore, finite_or_none, 
 from qmlops.training._catalogue import ModelType, get_model_type
 from qmlops.training._early_stopping import EarlyStopper, parse_early_stopping
 from qmlops.training._evaluate import Evaluation, daily_ic, evaluate_predictions, long_short_backtest
+from qmlops.training._oracle import OracleComparison, compare_to_oracle
 
 __all__ = [
     "TrainConfig",
@@ -164,6 +165,7 @@ class TrainResult:
     predictions: pd.Series | None = field(default=None, repr=False)
     model: Any = field(default=None, repr=False)
     duration_seconds: float = 0.0
+    oracle: OracleComparison | None = None  # on a planted market: the oracle's IC on the same test rows
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -178,6 +180,7 @@ class TrainResult:
             "model_version": self.model_version,
             "report_uri": self.report_uri,
             "duration_seconds": round(self.duration_seconds, 3),
+            "oracle": self.oracle.to_dict() if self.oracle else None,
         }
 
 
@@ -509,6 +512,7 @@ def train(
             run_id=run_id, model_type=mtype.name, evaluation=evaluation, best_step=best_step,
             stop_reason=stop_reason, stopped_by=stopped_by, steps=progress.rows or steps, segments=seg_text,
             feature_names=feature_names, predictions=pred, model=model,
+            oracle=_oracle_comparison(pred, evaluation, dataset_rec.id, store, settings),
         )  # fmt: skip
         if cfg.report:
             result.report_uri = _write_report(result, cfg, mtype, raw_label, settings, dataset_rec.id)
@@ -517,8 +521,12 @@ def train(
                                              store, settings, dataset_rec.id)  # fmt: skip
             _store_reference(store, result.model_version["id"], frame, segments["train"], pred)
         result.duration_seconds = time.perf_counter() - started
+        metrics = {k: float(v) for k, v in evaluation.to_dict().items()}
+        if result.oracle is not None:
+            metrics.update(oracle_ic=result.oracle.oracle_ic, oracle_rank_ic=result.oracle.oracle_rank_ic,
+                           oracle_share=result.oracle.share)  # fmt: skip
         store.runs.finish(run_id, best_step=best_step, stop_reason=stop_reason, stopped_by=stopped_by,
-                          metrics={k: float(v) for k, v in evaluation.to_dict().items()})  # fmt: skip
+                          metrics=metrics)  # fmt: skip
         store.runs.attach(
             run_id, model_version=(result.model_version or {}).get("id"), report_uri=result.report_uri
         )
@@ -550,6 +558,18 @@ def _finish_stopped(store: Any, run_id: str) -> None:
                                       "the rung's cut (ASHA successive halving)")  # fmt: skip
     except Exception:  # the store may be what failed; the trial's end matters more
         pass
+
+
+def _oracle_comparison(
+    pred: pd.Series, evaluation: Evaluation, dataset_id: str, store: Store, settings: Settings
+) -> OracleComparison | None:
+    """The oracle's IC on the test rows when the dataset is a planted market, else None."""
+    from qmlops.data import load_oracle
+
+    record = store.datasets.resolve(dataset_id)
+    if "oracle" not in (record.config or {}).get("artifacts", {}):
+        return None
+    return compare_to_oracle(pred, evaluation, load_oracle(dataset_id, store=store, settings=settings))
 
 
 def _jsonable(value: Any) -> Any:
