@@ -1,9 +1,11 @@
 """Data: real sources, validation, versions by content hash with diffs and lineage, Qlib export.
 
 ``ingest("sp500")`` stores the bundled S&P 500 set as a dataset version (once per distinct content);
+``append_bars(name, rows)`` appends a day's bars as a version chained to the previous one;
 ``load_dataset(id)`` reads the canonical table back; ``export_qlib(frame, dir)`` writes Qlib's binary format.
 """
 
+from qmlops.data._append import FrameSource, append_bars, chain_hash
 from qmlops.data._canonical import CANONICAL_COLUMNS, REQUIRED_COLUMNS
 from qmlops.data._hashing import content_hash
 from qmlops.data._qlib_export import QLIB_FIELDS, export_qlib, with_vwap
@@ -32,11 +34,14 @@ __all__ = [
     "Sp500Source",
     "Bokeh5Source",
     "FileSource",
+    "FrameSource",
     "SyntheticSource",
     "IngestResult",
     "Notification",
     "RowProblem",
     "ValidationReport",
+    "append_bars",
+    "chain_hash",
     "content_hash",
     "diff_summary",
     "export_qlib",
