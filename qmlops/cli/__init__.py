@@ -8,6 +8,7 @@ from qmlops.cli._common import handle_errors
 from qmlops.cli._data import app as data_app
 from qmlops.cli._experiments import experiments_app, explain_command
 from qmlops.cli._features import app as features_app
+from qmlops.cli._loop import app as loop_app
 from qmlops.cli._models import app as models_app
 from qmlops.cli._monitor import alerts_app, jobs_app, monitor_app, resources_command
 from qmlops.cli._serve import deploy_app, serve_app
@@ -45,6 +46,9 @@ app.add_typer(
     experiments_app, name="experiments", help="A/B experiments over served versions: create, start, results."
 )
 app.command("explain")(explain_command)
+app.add_typer(
+    loop_app, name="loop", help="The daily loop: replay or run; status, stop, shadow a version, report."
+)
 
 
 @app.command("demo")

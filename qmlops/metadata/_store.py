@@ -18,6 +18,7 @@ from qmlops.metadata._db import Database
 from qmlops.metadata._experiments import ExperimentRepository
 from qmlops.metadata._features import FeatureRepository
 from qmlops.metadata._lineage import LineageRepository
+from qmlops.metadata._loop import LoopRepository
 from qmlops.metadata._models import ModelRepository
 from qmlops.metadata._monitoring import MonitoringRepository
 from qmlops.metadata._predictions import PredictionRepository
@@ -37,6 +38,7 @@ REPOSITORIES: dict[str, type] = {
     "serving": ServingRepository,
     "monitoring": MonitoringRepository,
     "experiments": ExperimentRepository,
+    "loops": LoopRepository,
 }
 
 
@@ -52,6 +54,7 @@ class MetadataStore:
     serving: ServingRepository
     monitoring: MonitoringRepository
     experiments: ExperimentRepository
+    loops: LoopRepository
 
     def __init__(self, path: str) -> None:
         self.db = Database(path)
@@ -106,6 +109,7 @@ class RemoteMetadataStore:
     serving: ServingRepository
     monitoring: MonitoringRepository
     experiments: ExperimentRepository
+    loops: LoopRepository
 
     def __init__(self, actor: Any, name: str) -> None:
         self.actor = actor
