@@ -5,7 +5,7 @@
 ``load_dataset(id)`` reads the canonical table back; ``export_qlib(frame, dir)`` writes Qlib's binary format.
 """
 
-from qmlops.data._append import FrameSource, append_bars, chain_hash
+from qmlops.data._append import FrameSource, append_bars, branch_dataset, chain_hash
 from qmlops.data._canonical import CANONICAL_COLUMNS, REQUIRED_COLUMNS
 from qmlops.data._hashing import content_hash
 from qmlops.data._qlib_export import QLIB_FIELDS, export_qlib, with_vwap
@@ -41,6 +41,7 @@ __all__ = [
     "RowProblem",
     "ValidationReport",
     "append_bars",
+    "branch_dataset",
     "chain_hash",
     "content_hash",
     "diff_summary",

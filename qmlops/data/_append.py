@@ -28,7 +28,7 @@ from qmlops.data._versions import IngestResult, OnError, Store, _canonical, _use
 from qmlops.exceptions import NotFoundError, ValidationError
 from qmlops.metadata import DatasetRecord, get_store
 
-__all__ = ["append_bars", "chain_hash", "FrameSource"]
+__all__ = ["append_bars", "branch_dataset", "chain_hash", "FrameSource"]
 
 _CHAIN_FORMAT = b"qmlops-append-v1"
 
@@ -140,6 +140,43 @@ def append_bars(
     store.lineage.add_node(stored.id, "dataset", f"{name} ({stored.n_rows} rows, +{len(rows)})")
     store.lineage.add_edge(parent.id, stored.id, "appended_to", {"days": days, "rows": len(rows)})
     return IngestResult(stored, created=True, report=report, notifications=notify(stored)), full
+
+
+def branch_dataset(
+    name: str,
+    rows: pd.DataFrame,
+    *,
+    origin: str,
+    store: Store | None = None,
+    settings: Settings | None = None,
+) -> IngestResult:
+    """Start dataset ``name`` from ``rows`` taken out of the stored version ``origin`` (a loop's history).
+
+    The first version's hash chains ``name`` and ``origin``'s hash with the rows, so two loops replaying the same
+    history each own a dataset to append to (an ingest of the same rows would return one shared version).
+    Lineage: ``origin -> branch (branched_from)``. Returns the stored version when it exists already.
+    """
+    settings = settings or get_settings()
+    store = store or get_store(settings)
+    source = store.datasets.get(origin)
+    frame, _, report = _canonical(FrameSource(rows, label=f"branch:{origin}"), "fail")
+    digest = chain_hash(hashlib.sha256(f"branch|{name}|{source.content_hash}".encode()).hexdigest(), frame)
+    existing = store.datasets.find_by_hash(digest)
+    if existing is not None:
+        return IngestResult(existing, created=False, report=report)
+    vid = version_id(digest)
+    uri = storage.join(settings.data_uri, vid, "data.parquet")
+    storage.write_parquet(pa.Table.from_pandas(frame, preserve_index=False), uri)
+    record = DatasetRecord(
+        id=vid, name=name, source=f"branch:{origin}", content_hash=digest, uri=uri, n_rows=len(frame),
+        n_instruments=int(frame["instrument"].nunique()), start_date=frame["date"].min().date(),
+        end_date=frame["date"].max().date(), columns=list(frame.columns), n_quarantined=0, quarantine_uri=None,
+        parent_id=None, diff=None, config={"branch_of": origin, "rows_hash": content_hash(frame)}, created_by=_user(),
+    )  # fmt: skip
+    stored = store.datasets.add(record)
+    store.lineage.add_node(stored.id, "dataset", f"{name} ({stored.n_rows} rows)")
+    store.lineage.add_edge(origin, stored.id, "branched_from", {"end_date": str(record.end_date)})
+    return IngestResult(stored, created=True, report=report)
 
 
 def _concat(previous: pd.DataFrame, rows: pd.DataFrame) -> pd.DataFrame:

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from qmlops.config import Settings, get_settings
-from qmlops.data import FrameSource, append_bars, ingest, load_dataset
+from qmlops.data import append_bars, branch_dataset, load_dataset
 from qmlops.exceptions import ConflictError, ValidationError
 from qmlops.features import ALPHA158_LOOKBACK, compute_tail_features, tail_window
 from qmlops.loop._decide import day_metrics, ic_decay, retrain_decision, shadow_verdict
@@ -94,11 +94,9 @@ class LoopController:
         loop = store.loops.create(name, dataset=loop_dataset, source=record.id, mode="replay",
                                   policy=pol.model_dump(mode="json"), model=f"loop-{name}")  # fmt: skip
         if store.datasets.latest(loop_dataset) is None:
-            first_version = ingest(FrameSource(head.reset_index(drop=True), label=f"replay:{record.id}"),
-                                   name=loop_dataset, store=store, settings=settings).record  # fmt: skip
-            if first_version.name != loop_dataset:
-                raise ConflictError(f"the history before {first.date()} is already dataset {first_version.name!r}; "
-                                    "replay it under that loop's name", field="name")  # fmt: skip
+            branch_dataset(
+                loop_dataset, head.reset_index(drop=True), origin=record.id, store=store, settings=settings
+            )
         ctl = cls(loop, store=store, settings=settings, source=frame, oracle=_oracle_of(record))
         ctl.replay_days = [d for d in calendar if first <= d <= last]
         return ctl
