@@ -67,6 +67,39 @@ def replay_command(
                   f"{loop['production']}; {result['seconds']} s")  # fmt: skip
 
 
+@app.command("start")
+@handle_errors
+def start_command(
+    dataset: str = typer.Option(..., "--dataset", help="the dataset new days are appended to (its history)"),
+    policy: Path | None = typer.Option(None, "--policy", help="policy YAML"),
+    watch: str | None = typer.Option(
+        None, "--watch", help="directory or pyarrow.fs URI where day files arrive"
+    ),
+    name: str = typer.Option("live", "--name", help="the loop's name"),
+    poll: float = typer.Option(5.0, "--poll", help="seconds between scans"),
+    once: bool = typer.Option(False, "--once", help="process what is there now and exit"),
+    detach: bool = typer.Option(False, "--detach", help="run in a named, detached Ray actor on the cluster"),
+) -> None:
+    """Wait for new data: day files in --watch, or days appended with `qmlops data ingest --append`."""
+    from qmlops.loop import load_policy
+    from qmlops.loop._live import loop_actor, open_live, run_live, scan_once
+
+    pol = load_policy(policy)
+    if detach:
+        from qmlops.ray_utils import init_ray
+
+        init_ray()
+        loop_actor(name, dataset, pol, watch, poll)
+        console.print(f"loop {name} running in actor -loop-{name}; `qmlops loop stop {name}` ends it")
+        return
+    ctl = open_live(name, dataset, policy=pol)
+    if once:
+        days = scan_once(ctl, watch)
+        console.print(f"loop {name}: processed {len(days)} day(s) {' '.join(days)}")
+        return
+    run_live(ctl, watch, poll_s=poll)
+
+
 @app.command("status")
 @handle_errors
 def status_command(name: str = typer.Argument("replay"), as_json: bool = JSON_OPTION) -> None:

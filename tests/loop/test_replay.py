@@ -223,3 +223,65 @@ def test_ray_data_scoring_matches_in_process_scoring(ray_cluster: object, tmp_ho
     merged = local.merge(remote, on=["day", "instrument"], suffixes=("_local", "_ray"))
     assert len(merged) == len(local) == 3 * 20
     assert (merged["score_local"] - merged["score_ray"]).abs().max() < 1e-12
+
+
+def test_live_loop_takes_day_files_and_appended_days_once(tmp_home: Path, tmp_path: Path) -> None:
+    market = regime_market(20, 126, flip_day=None)
+    days = _days(market)
+    market[market["date"] <= days[121]].to_parquet(tmp_path / "history.parquet")
+    assert runner.invoke(app, ["data", "ingest", str(tmp_path / "history.parquet"), "--name", "live",
+                               "--no-features"]).exit_code == 0  # fmt: skip
+    drop = tmp_path / "incoming"
+    drop.mkdir()
+    for k in (122, 123):
+        market[market["date"] == days[k]].to_csv(drop / f"{days[k].date()}.csv", index=False)
+    args = ["loop", "start", "--dataset", "live", "--name", "l1", "--watch", str(drop), "--once"]
+    out = runner.invoke(app, args)
+    assert out.exit_code == 0, out.output
+    assert f"processed 3 day(s) {days[121].date()} {days[122].date()} {days[123].date()}" in out.output
+    assert "processed 0 day(s)" in runner.invoke(app, args).output  # a re-scan repeats nothing
+    market[market["date"] == days[124]].to_csv(tmp_path / "d124.csv", index=False)
+    assert runner.invoke(app, ["data", "ingest", str(tmp_path / "d124.csv"), "--append", "--name", "live",
+                               "--no-features"]).exit_code == 0  # fmt: skip
+    out = runner.invoke(app, args)
+    assert f"processed 1 day(s) {days[124].date()}" in out.output, out.output
+    store = get_store()
+    steps = pd.DataFrame(store.loops.steps("l1"))
+    assert steps.groupby("day").size().eq(len(LOOP_STAGES)).all() and steps["day"].nunique() == 4
+    assert store.loops.get("l1")["production"] is not None  # the first model was trained on the history
+    assert len(pd.DataFrame(store.loops.predictions("l1"))) == 3 * 20
+    bad = runner.invoke(app, ["loop", "start", "--dataset", "live", "--name", "l1", "--once", "--policy",
+                              str(tmp_path / "nope.yaml")])  # fmt: skip
+    assert bad.exit_code == 2
+    assert "policy" in bad.output and "Traceback" not in bad.output
+
+
+def test_detached_loop_actor_runs_until_stopped(ray_home: Path, tmp_path: Path) -> None:
+    """``loop start --detach``: the named actor scans on its own; ``loop stop`` ends it after its current day."""
+    import time
+
+    import ray
+
+    from qmlops.loop import load_policy
+    from qmlops.loop._live import loop_actor
+
+    market = regime_market(20, 124, flip_day=None)
+    days = _days(market)
+    ingest(FrameSource(market[market["date"] <= days[121]], label="test"), name="act")
+    drop = tmp_path / "incoming"
+    drop.mkdir()
+    market[market["date"] == days[122]].to_parquet(drop / "d122.parquet")
+    actor = loop_actor("a1", "act", load_policy({"min_history_days": 200}), str(drop), poll_s=0.2)
+    store = get_store()
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        loops = {row["id"]: row for row in store.loops.list()}
+        if loops.get("a1", {}).get("last_day") == str(days[122].date()):
+            break
+        time.sleep(0.5)
+    assert loops["a1"]["last_day"] == str(days[122].date()), loops.get("a1")
+    assert runner.invoke(app, ["loop", "stop", "a1"]).exit_code == 0
+    while time.time() < deadline and store.loops.get("a1")["state"] != "stopped":
+        time.sleep(0.3)
+    assert store.loops.get("a1")["state"] == "stopped" and not ray.get(actor.alive.remote())
+    ray.kill(actor)
