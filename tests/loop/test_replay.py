@@ -145,6 +145,12 @@ def test_bad_bars_are_quarantined_with_an_alert_and_the_loop_goes_on(tmp_home: P
     assert get_store().monitoring.alerts(limit=5)[0]["source"] == "loop"
     ctl.run(ctl.replay_days[2:])
     assert get_store().loops.get("b1")["last_day"] == str(days[-1].date())
+    from qmlops.ui import loops_view
+
+    view = loops_view(get_store())
+    assert [row["id"] for row in view["loops"]] == ["b1"] and view["loop"]["state"] == "finished"
+    bad_day = next(d for d in view["loop"]["timeline"] if d["day"] == str(days[126].date()))
+    assert bad_day["quarantined"] == 2 and bad_day["decisions"][0]["kind"] == "alert"
     # The day's feature rows: the instruments with a valid bar (the missing and the quarantined ones are out of
     # their span on the day, as in a full computation over the stored version).
     assert summary["features"]["rows"] == 18
