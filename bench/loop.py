@@ -49,9 +49,10 @@ def bench_features(n_instruments: int, histories: list[int], repeats: int = 5) -
         times = []
         for _ in range(repeats):
             t0 = time.perf_counter()
-            window = tail_window(calendar, day)
+            window, origin = tail_window(calendar, day)
             tail = history[history["date"] >= window[0]]
-            inc = compute_tail_features(tail, pd.DatetimeIndex([day]), first_dates=first, calendar=window)
+            inc = compute_tail_features(tail, pd.DatetimeIndex([day]), first_dates=first, calendar=window,
+                                        origin=origin)  # fmt: skip
             times.append(time.perf_counter() - t0)
         t0 = time.perf_counter()
         full = compute_alpha158(history)

@@ -7,12 +7,11 @@ computation on that tail, with each instrument's *true* first date (from the ful
 operators (``IdxMax``/``IdxMin``) see calendar gaps where the full computation sees them. The cost of a day is
 therefore flat in the length of history.
 
-Equality with a full recompute: the tail path runs the very same operators, so rows agree to float32 rounding.
-They are not always bit-identical, because the cumulative-sum operators (``Mean``, ``Std``, ``Corr``,
-``Slope``...) take their window sums as differences of running sums anchored at the first row they are given,
-and the float64 rounding of those sums depends on that anchor; after the cast to float32 (Qlib's output type)
-almost every value is identical and the rest differ in the last bit or two
-(``tests/features/test_incremental.py`` measures and bounds both).
+Equality with a full recompute is exact, bit for bit: the operators take window sums within blocks anchored at
+absolute calendar positions (:mod:`qmlops.features._ops`), so a day's value is a function of its window's rows
+only, whichever row the computation starts at (``tests/features/test_incremental.py``). The one exception is a
+window over a series holding +/-inf (a zero volume under a log ratio), which goes through pandas' rolling
+sums as in the full computation, anchored at the input's first row.
 """
 
 from __future__ import annotations
@@ -22,23 +21,28 @@ import pandas as pd
 
 from qmlops.exceptions import ValidationError
 from qmlops.features._alpha158 import ALPHA158_WINDOWS, alpha158_feature_names, alpha158_from_panel
+from qmlops.features._ops import _BLOCK, anchored
 from qmlops.features._panel import Panel, to_panel
 from qmlops.features._sets import FeatureSetDefinition, builtin_set
 
 __all__ = ["ALPHA158_LOOKBACK", "compute_tail_features", "tail_window"]
 
-# The longest window plus the one-row reference inside it, plus margin for the two-level references.
-ALPHA158_LOOKBACK = max(ALPHA158_WINDOWS) + 2
+# Window sums are taken within blocks of _BLOCK days at absolute positions (see qmlops.features._ops): a day's
+# window needs its own block from its start and the whole previous block (up to 2 * _BLOCK - 1 days back), and
+# the one-day references of those rows; the longest window (60) plus its reference needs fewer.
+ALPHA158_LOOKBACK = max(2 * _BLOCK, max(ALPHA158_WINDOWS)) + 2
 
 
 def tail_window(
     calendar: pd.DatetimeIndex, day: pd.Timestamp, lookback: int = ALPHA158_LOOKBACK
-) -> pd.DatetimeIndex:
-    """The ``lookback`` market days ending at ``day`` (fewer at the start of history)."""
+) -> tuple[pd.DatetimeIndex, int]:
+    """The ``lookback`` market days ending at ``day`` (fewer at the start of history), and the position of the
+    first of them in ``calendar`` (the ``origin`` :func:`compute_tail_features` needs)."""
     pos = calendar.get_indexer([pd.Timestamp(day)])[0]
     if pos < 0:
         raise ValidationError(f"{pd.Timestamp(day).date()} is not a market day of the data", field="day")
-    return calendar[max(0, pos - lookback + 1) : pos + 1]
+    start = max(0, pos - lookback + 1)
+    return calendar[start : pos + 1], start
 
 
 def compute_tail_features(
@@ -47,13 +51,15 @@ def compute_tail_features(
     *,
     first_dates: pd.Series,
     calendar: pd.DatetimeIndex,
+    origin: int,
     feature_set: str | FeatureSetDefinition = "alpha158",
 ) -> pd.DataFrame:
     """Alpha158 rows for ``days`` (the last days of ``tail``), indexed (datetime, instrument) like a full compute.
 
     ``tail`` holds the canonical OHLCV rows of at least the ``ALPHA158_LOOKBACK`` market days ending at the last
     of ``days``; ``calendar`` is the market calendar of those rows (a slice of the full one); ``first_dates``
-    maps each instrument to its first date in the *full* history. Raises :class:`ValidationError` for a feature
+    maps each instrument to its first date in the *full* history; ``origin`` is the position of ``calendar[0]`` in
+    the full market calendar (window sums are anchored there, so the rows are the full computation's bits). Raises :class:`ValidationError` for a feature
     set other than alpha158 (indicators such as EMAs have unbounded memory) or a tail too short for ``days``.
     """
     definition = builtin_set(feature_set)
@@ -70,7 +76,8 @@ def compute_tail_features(
             f"the tail needs {ALPHA158_LOOKBACK - 1} market days before {days.min().date()}", field="tail"
         )
     panel = _with_true_starts(to_panel(tail, calendar), first_dates)
-    values = alpha158_from_panel(panel)
+    with anchored(origin):
+        values = alpha158_from_panel(panel)
     keep = np.isin(panel.dates, days)
     panel.in_span = panel.in_span & keep[:, None]
     return panel.to_long(values)[alpha158_feature_names()]

@@ -44,6 +44,7 @@ log = logging.getLogger(__name__)
 Store = MetadataStore | RemoteMetadataStore
 LABEL_HORIZON = 2  # LABEL0 = Ref($close, -2) / Ref($close, -1) - 1
 _PSI_ALERT = 0.25
+_WARMUP_DAYS = 60  # Alpha158's longest window: earlier days' features are warm-up
 OnDay = Callable[[str, dict[str, Any]], None]
 
 
@@ -82,9 +83,9 @@ class LoopController:
         if first > last:
             raise ValidationError("--from is after --to", field="from")
         head = frame[frame["date"] < first]
-        if head["date"].nunique() < ALPHA158_LOOKBACK:
+        if head["date"].nunique() < _WARMUP_DAYS:
             raise ValidationError(
-                f"the replay needs {ALPHA158_LOOKBACK} market days of {record.id} before {first.date()}; it has "
+                f"the replay needs {_WARMUP_DAYS} market days of {record.id} before {first.date()}; it has "
                 f"{head['date'].nunique()}", field="from",
             )  # fmt: skip
         if not ((calendar >= first) & (calendar <= last)).any():
@@ -193,10 +194,10 @@ class LoopController:
 
     def _day_features(self, d: pd.Timestamp) -> pd.DataFrame:
         if d not in self._feature_cache:
-            window = tail_window(self.calendar, d)
+            window, origin = tail_window(self.calendar, d)
             tail = self.table[(self.table["date"] >= window[0]) & (self.table["date"] <= d)]
             frame = compute_tail_features(
-                tail, pd.DatetimeIndex([d]), first_dates=self.first_dates, calendar=window
+                tail, pd.DatetimeIndex([d]), first_dates=self.first_dates, calendar=window, origin=origin
             )
             self._feature_cache = {d: frame}  # one day kept: each stage of a day reads the same rows
         return self._feature_cache[d]
@@ -370,7 +371,7 @@ class LoopController:
 
         pos = int(self.calendar.get_indexer([d])[0])
         last_label = pos - LABEL_HORIZON
-        first = max(max(60, ALPHA158_LOOKBACK) - 1, 0 if self.policy.window == "expanding" else last_label - self.policy.train_days + 1)  # fmt: skip
+        first = max(_WARMUP_DAYS - 1, 0 if self.policy.window == "expanding" else last_label - self.policy.train_days + 1)  # fmt: skip
         window = self.calendar[first : last_label + 1]
         n = len(window)
         if n < 30:

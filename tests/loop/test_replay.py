@@ -199,7 +199,7 @@ def test_loop_job_refuses_a_bad_policy_and_replays(tmp_home: Path, tmp_path: Pat
     printed = json.loads(capsys.readouterr().out)
     assert printed["state"] == "finished" and printed["last_day"] == str(days[-1].date())
     out = runner.invoke(app, ["loop", "replay", "--dataset", "j", "--from", "1990-01-01", "--name", "j2"])
-    assert out.exit_code == 2 and "from: the replay needs 62 market days" in out.output
+    assert out.exit_code == 2 and "from: the replay needs 60 market days" in out.output
     assert "Traceback" not in out.output
 
 
