@@ -1,9 +1,10 @@
 """Incremental Alpha158: the rows of the newest days, computed from the look-back window they need.
 
 Every Alpha158 operator reads at most ``max(ALPHA158_WINDOWS)`` rows of its input, and the deepest inputs reach
-one row further back (``Ref($close, 1)`` inside ``Corr``/``Sum`` windows), so a day's row depends only on the
-61 market days ending at it. :func:`compute_tail_features` evaluates the same vectorised code as the full
-computation on that tail, with each instrument's *true* first date (from the full history) so the window-position
+one row further back (``Ref($close, 1)`` inside ``Corr``/``Sum`` windows); the window sums are taken within the
+day's 64-day block and the previous one, so a day's row depends only on the ``ALPHA158_LOOKBACK`` (130) market
+days ending at it. :func:`compute_tail_features` evaluates the same vectorised code as the full computation on that
+tail, with each instrument's *true* first date (from the full history) so the window-position
 operators (``IdxMax``/``IdxMin``) see calendar gaps where the full computation sees them. The cost of a day is
 therefore flat in the length of history.
 

@@ -4,7 +4,7 @@ Stages of a day ``d`` (the ``i``-th market day of the loop's data):
 
 1. ``ingest``: append the day's bars as a new version of the loop's dataset (chained hash, lineage, quarantine;
    an alert when rows are quarantined or instruments are missing).
-2. ``features``: the day's Alpha158 rows from its 62-day tail (:func:`qmlops.features.compute_tail_features`).
+2. ``features``: the day's Alpha158 rows from its 130-day tail (:func:`qmlops.features.compute_tail_features`).
 3. ``score``: the production model and every shadow candidate score the universe; one stored prediction per
    (day, instrument, version) whatever happens (``INSERT OR IGNORE`` on that key).
 4. ``mature``: predictions of day ``i - 2`` meet their label (``close[i] / close[i-1] - 1``, Qlib's LABEL0):
