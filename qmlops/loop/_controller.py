@@ -32,7 +32,7 @@ import pandas as pd
 
 from qmlops.config import Settings, get_settings
 from qmlops.data import append_bars, branch_dataset, load_dataset
-from qmlops.exceptions import ConflictError, ValidationError
+from qmlops.exceptions import ConflictError, QmlopsError, ValidationError
 from qmlops.features import ALPHA158_LOOKBACK, compute_tail_features, tail_window
 from qmlops.loop._decide import day_metrics, ic_decay, retrain_decision, shadow_verdict
 from qmlops.loop._policy import LoopPolicy, load_policy
@@ -98,7 +98,9 @@ class LoopController:
             branch_dataset(
                 loop_dataset, head.reset_index(drop=True), origin=record.id, store=store, settings=settings
             )
-        ctl = cls(loop, store=store, settings=settings, source=frame, oracle=_oracle_of(record))
+        ctl = cls(
+            loop, store=store, settings=settings, source=frame, oracle=_oracle_of(record, store, settings)
+        )
         ctl.replay_days = [d for d in calendar if first <= d <= last]
         return ctl
 
@@ -112,7 +114,10 @@ class LoopController:
         source = oracle = None
         if loop["source"]:
             record = store.datasets.get(loop["source"])
-            source, oracle = load_dataset(record.id, store=store, settings=settings), _oracle_of(record)
+            source, oracle = (
+                load_dataset(record.id, store=store, settings=settings),
+                _oracle_of(record, store, settings),
+            )
         return cls(loop, store=store, settings=settings, source=source, oracle=oracle)
 
     def _load_table(self) -> None:
@@ -486,6 +491,20 @@ def _day(value: str, field: str) -> pd.Timestamp:
         raise ValidationError(f"not a date: {value!r}", field=field) from None
 
 
-def _oracle_of(record: Any) -> pd.Series | None:
-    """The market's daily oracle IC (day -> IC) when its source records one (the planted market)."""
-    return None
+def _oracle_of(record: Any, store: Store, settings: Settings) -> pd.Series | None:
+    """The market's daily oracle IC (day -> Pearson IC of the planted score with the realised LABEL0) when the
+    version's source records an oracle (the planted market, ``qmlops.data.load_oracle``); else None."""
+    import importlib
+
+    load_oracle = getattr(importlib.import_module("qmlops.data"), "load_oracle", None)
+    if load_oracle is None:
+        return None
+    try:
+        oracle = load_oracle(record.id, store=store, settings=settings)
+    except QmlopsError:  # not a planted market
+        return None
+    frame = oracle.dropna(subset=["score", "label"])
+    daily = frame.groupby("date")[["score", "label"]].apply(
+        lambda g: g["score"].corr(g["label"]) if len(g) >= 3 else np.nan
+    )
+    return pd.Series(daily.to_numpy(dtype=np.float64), index=pd.DatetimeIndex(daily.index))
