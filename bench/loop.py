@@ -65,18 +65,44 @@ def bench_features(n_instruments: int, histories: list[int], repeats: int = 5) -
     print(f"incremental cost, longest / shortest history: {max(rows) / min(rows):.2f}x (goal <= 1.5x)")
 
 
-def bench_replay(n_instruments: int, n_days: int, source: str, retrain_every: int) -> None:
+def _planted_options(n_instruments: int, n_days: int, change_day: int | None) -> dict[str, object]:
+    """A planted market whose reversal + volume-shock signal turns into momentum at ``change_day``."""
+    options: dict[str, object] = {"n_instruments": n_instruments, "n_days": n_days, "seed": 0}
+    if change_day is not None:
+        options["regimes"] = [{"start_day": change_day,
+                               "signal": {"weights": {"momentum_20": 1.0, "volume_shock_5": 0.5}, "strength": 0.1}}]  # fmt: skip
+    return options
+
+
+def recovery(
+    production: pd.Series, oracle: pd.Series, change: pd.Timestamp, window: int, share: float
+) -> int | None:
+    """Market days after ``change`` until the production line's ``window``-day mean IC is back to ``share`` of
+    the oracle's over the same days (None: never within the replay)."""
+    both = pd.concat([production, oracle], axis=1, keys=["p", "o"]).dropna().sort_index()
+    rolling = both.rolling(window).mean()
+    after = rolling[rolling.index > change]
+    ok = after[(after["p"] >= share * after["o"]) & (after["o"] > 0)]
+    if ok.empty:
+        return None
+    return int((both.index[both.index > change] <= ok.index[0]).sum())
+
+
+def bench_replay(n_instruments: int, n_days: int, source: str, retrain_every: int,
+                 change_day: int | None = None) -> None:  # fmt: skip
     from qmlops.data import FrameSource, ingest
     from qmlops.loop import LoopController
     from qmlops.metadata import get_store
 
     warmup = 130
     if source == "synthetic":
-        record = ingest(
-            FrameSource(_market(n_instruments, warmup + n_days), label="bench"), name="bench"
-        ).record
+        frame = _market(n_instruments, warmup + n_days)
+        record = ingest(FrameSource(frame, label="bench"), name="bench").record
     else:
-        record = ingest(source, name="bench", n_instruments=n_instruments, n_days=warmup + n_days).record
+        change = None if change_day is None else warmup + change_day
+        record = ingest(
+            source, name="bench", **_planted_options(n_instruments, warmup + n_days, change)
+        ).record
     days = sorted(pd.DatetimeIndex(pd.read_parquet(record.uri, columns=["date"])["date"].unique()))
     policy = {"min_history_days": warmup, "train_days": 120, "retrain_every": retrain_every}
     ctl = LoopController.open_replay(
@@ -105,6 +131,30 @@ def bench_replay(n_instruments: int, n_days: int, source: str, retrain_every: in
     from qmlops.loop._report import loop_summary
 
     print("summary:", loop_summary(store, "bench"))
+    metrics = pd.DataFrame(store.loops.metrics("bench"))
+    if "oracle" not in set(metrics["model_version"]):
+        return
+    metrics["day"] = pd.to_datetime(metrics["day"])
+    prod = metrics[metrics["role"] == "production"].set_index("day")["ic"].astype(float)
+    oracle = metrics[metrics["model_version"] == "oracle"].set_index("day")["ic"].astype(float)
+    both = pd.concat([prod, oracle], axis=1, keys=["production", "oracle"]).dropna()
+    change = days[warmup + change_day] if change_day is not None else None
+    print(f"{'stretch':<34}{'days':>6}{'production IC':>15}{'oracle IC':>11}{'share':>8}")
+    spans = [("whole replay", both)]
+    if change is not None:
+        spans += [("before the change", both[both.index < change]),
+                  ("after the change, first 30 days", both[(both.index >= change)].head(30)),
+                  ("after the change, from day 31", both[both.index >= change].iloc[30:])]  # fmt: skip
+    for label, part in spans:
+        if len(part):
+            share = part["production"].mean() / part["oracle"].mean()
+            print(
+                f"{label:<34}{len(part):>6}{part['production'].mean():>15.4f}{part['oracle'].mean():>11.4f}{share:>8.0%}"
+            )
+    if change is not None:
+        for share in (0.6, 0.8):
+            print(f"days from the change until the 20-day production IC is {share:.0%} of the oracle's: "
+                  f"{recovery(prod, oracle, change, 20, share)}")  # fmt: skip
 
 
 def main() -> None:
@@ -116,13 +166,16 @@ def main() -> None:
     parser.add_argument("--days", type=int, default=250)
     parser.add_argument("--source", default="synthetic", help="synthetic, or planted when installed")
     parser.add_argument("--retrain-every", type=int, default=20)
+    parser.add_argument(
+        "--change-day", type=int, default=None, help="planted: replay day of the regime change"
+    )
     args = parser.parse_args()
     os.environ.setdefault("QMLOPS_HOME", tempfile.mkdtemp(prefix="qmlops-bench-loop-"))
     os.environ["QMLOPS_METADATA_MODE"] = "local"
     if args.part in ("features", "all"):
         bench_features(args.instruments, [250, 1000, 2500])
     if args.part in ("replay", "all"):
-        bench_replay(args.instruments, args.days, args.source, args.retrain_every)
+        bench_replay(args.instruments, args.days, args.source, args.retrain_every, args.change_day)
 
 
 if __name__ == "__main__":
