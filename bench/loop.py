@@ -81,7 +81,7 @@ def recovery(
     the oracle's over the same days (None: never within the replay)."""
     both = pd.concat([production, oracle], axis=1, keys=["p", "o"]).dropna().sort_index()
     rolling = both.rolling(window).mean()
-    after = rolling[rolling.index > change]
+    after = rolling[rolling.index > change].iloc[window - 1 :]  # windows wholly after the change
     ok = after[(after["p"] >= share * after["o"]) & (after["o"] > 0)]
     if ok.empty:
         return None
@@ -89,7 +89,7 @@ def recovery(
 
 
 def bench_replay(n_instruments: int, n_days: int, source: str, retrain_every: int,
-                 change_day: int | None = None) -> None:  # fmt: skip
+                 change_day: int | None = None, train_days: int = 120) -> None:  # fmt: skip
     from qmlops.data import FrameSource, ingest
     from qmlops.loop import LoopController
     from qmlops.metadata import get_store
@@ -104,7 +104,7 @@ def bench_replay(n_instruments: int, n_days: int, source: str, retrain_every: in
             source, name="bench", **_planted_options(n_instruments, warmup + n_days, change)
         ).record
     days = sorted(pd.DatetimeIndex(pd.read_parquet(record.uri, columns=["date"])["date"].unique()))
-    policy = {"min_history_days": warmup, "train_days": 120, "retrain_every": retrain_every}
+    policy = {"min_history_days": warmup, "train_days": train_days, "retrain_every": retrain_every}
     ctl = LoopController.open_replay(
         "bench", record.id, str(days[warmup].date()), str(days[-1].date()), policy=policy
     )
@@ -175,7 +175,9 @@ def main() -> None:
     if args.part in ("features", "all"):
         bench_features(args.instruments, [250, 1000, 2500])
     if args.part in ("replay", "all"):
-        bench_replay(args.instruments, args.days, args.source, args.retrain_every, args.change_day)
+        bench_replay(
+            args.instruments, args.days, args.source, args.retrain_every, args.change_day, args.train_days
+        )
 
 
 if __name__ == "__main__":
