@@ -169,6 +169,7 @@ def main() -> None:
     parser.add_argument(
         "--change-day", type=int, default=None, help="planted: replay day of the regime change"
     )
+    parser.add_argument("--train-days", type=int, default=120, help="the policy's rolling training window")
     args = parser.parse_args()
     os.environ.setdefault("QMLOPS_HOME", tempfile.mkdtemp(prefix="qmlops-bench-loop-"))
     os.environ["QMLOPS_METADATA_MODE"] = "local"
