@@ -908,6 +908,15 @@ class Gateway:
 
         return JSONResponse(await self._off_loop(rollouts_view, self.store, limit=_limit(limit)))
 
+    @api.get("/v1/loops")
+    async def list_loops(self, name: str | None = None, days: int = 120) -> JSONResponse:
+        """Read-only: the loops and one loop's per-day timeline (versions, oracle and online IC, drift, decisions)."""
+        from qmlops.ui import loops_view
+
+        if not 1 <= days <= 1000:
+            raise ClientError(422, "days", "must be 1..1000")
+        return JSONResponse(await self._off_loop(loops_view, self.store, name=name, days=days))
+
     @api.get("/v1/jobs")
     async def list_jobs(self, limit: int = 100) -> JSONResponse:
         """The job queue with each job's state (``qmlops jobs submit`` puts jobs there)."""

@@ -11,6 +11,7 @@ from qmlops.cli._common import handle_errors
 from qmlops.cli._data import app as data_app
 from qmlops.cli._experiments import experiments_app, explain_command
 from qmlops.cli._features import app as features_app
+from qmlops.cli._loop import app as loop_app
 from qmlops.cli._models import app as models_app
 from qmlops.cli._monitor import alerts_app, jobs_app, monitor_app, resources_command
 from qmlops.cli._serve import deploy_app, serve_app
@@ -64,6 +65,9 @@ app.add_typer(
 )
 app.command("explain")(explain_command)
 app.add_typer(admin_app, name="admin", help="The metadata store: backup, restore, check.")
+app.add_typer(
+    loop_app, name="loop", help="The daily loop: replay or run; status, stop, shadow a version, report."
+)
 
 
 @app.command("demo")

@@ -92,15 +92,23 @@ def ingest_command(
         "--features/--no-features",
         help="materialise the default feature sets for a new version (data-sync)",
     ),
+    append: bool = typer.Option(
+        False, "--append", help="append SOURCE's rows (a file of new days) to the latest version of --name"
+    ),
     as_json: bool = JSON_OPTION,
 ) -> None:
     """Validate and store SOURCE as a dataset version (identical content returns the stored version).
+
+    With --append, SOURCE holds new days for dataset --name: the new version holds the previous one's rows plus
+    these, its hash chained from the previous version's and the new rows' (bad rows: --on-error).
 
     A new version notifies the data-sync subscribers; unless --no-features, the feature store is one of them
     and materialises the default feature sets (QMLOPS_DEFAULT_FEATURE_SETS, default alpha158) in-process.
     """
     from qmlops.data import ingest
 
+    if append and not name:
+        raise ValidationError("--append needs --name (the dataset to append to)", field="--name")
     options: dict[str, object] = {}
     if source in ("synthetic", "planted"):
         options = {"n_instruments": instruments, "n_days": days, "seed": seed}
@@ -115,7 +123,13 @@ def ingest_command(
 
         enable_auto_materialize(default_feature_sets(), engine="local")
     try:
-        result = ingest(source, name=name, on_error=on_error, mapping=_parse_mapping(mapping), **options)  # type: ignore[arg-type]
+        if append:
+            from qmlops.data import FileSource, append_bars
+
+            src = FileSource(source, _parse_mapping(mapping))
+            result, _ = append_bars(name or "", src, on_error=on_error)  # type: ignore[arg-type]
+        else:
+            result = ingest(source, name=name, on_error=on_error, mapping=_parse_mapping(mapping), **options)  # type: ignore[arg-type]
     finally:
         if features:
             disable_auto_materialize()

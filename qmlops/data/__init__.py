@@ -1,6 +1,7 @@
 """Data: real sources, validation, versions by content hash with diffs and lineage, Qlib export.
 
 ``ingest("sp500")`` stores the bundled S&P 500 set as a dataset version (once per distinct content);
+``append_bars(name, rows)`` appends a day's bars as a version chained to the previous one;
 ``load_dataset(id)`` reads the canonical table back; ``export_qlib(frame, dir)`` writes Qlib's binary format.
 
 ``ingest("planted", n_instruments=..., n_days=..., seed=..., signal=..., regimes=...)`` stores a market with a
@@ -8,6 +9,7 @@ known answer (:class:`PlantedSpec`, :func:`generate_planted`); ``load_oracle(ver
 ``oracle_daily_ic`` / ``oracle_summary`` measure it.
 """
 
+from qmlops.data._append import FrameSource, append_bars, branch_dataset, chain_hash
 from qmlops.data._canonical import CANONICAL_COLUMNS, REQUIRED_COLUMNS
 from qmlops.data._hashing import content_hash
 from qmlops.data._planted import (
@@ -66,11 +68,15 @@ __all__ = [
     "Sp500Source",
     "Bokeh5Source",
     "FileSource",
+    "FrameSource",
     "SyntheticSource",
     "IngestResult",
     "Notification",
     "RowProblem",
     "ValidationReport",
+    "append_bars",
+    "branch_dataset",
+    "chain_hash",
     "content_hash",
     "diff_summary",
     "export_qlib",

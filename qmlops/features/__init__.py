@@ -13,6 +13,7 @@ from qmlops.features._alpha158 import (
 )
 from qmlops.features._engine import ENGINES, compute_batch, compute_features
 from qmlops.features._families import FAMILIES, feature_family
+from qmlops.features._incremental import ALPHA158_LOOKBACK, compute_tail_features, tail_window
 from qmlops.features._indicators import (
     IndicatorParams,
     compute_indicators,
@@ -42,6 +43,9 @@ from qmlops.features._store import (
 )
 
 __all__ = [
+    "ALPHA158_LOOKBACK",
+    "compute_tail_features",
+    "tail_window",
     "ALPHA158_WINDOWS",
     "BUILTIN_SETS",
     "ENGINES",

@@ -16,9 +16,21 @@ Semantics follow ``qlib/data/ops.py`` (0.9.7) exactly, including its quirks:
 
 Before an instrument's first date the panel holds NaN; every operator here treats those rows as "not yet in
 the series" (rolling ops skip NaN; the window-position ops count them as outside the window).
+
+Window sums are anchored, so a row's value depends on its window's values only: rows are grouped in blocks of
+``_BLOCK`` market days at absolute calendar positions (the panel's first row sits at position ``origin``, see
+:func:`anchored`), a window is the tail of one block plus the head of the next, and each part is summed within
+its block. The same day therefore gets the same bits from a full history and from a short tail of it (the
+incremental features rely on this); a running sum over the whole history would round differently for each
+starting row. Sums are of the raw values (no shift by a column statistic, which would depend on the whole
+column); windows are at most two blocks long, so the sums stay small and keep their digits.
 """
 
 from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 
 import numpy as np
 import pandas as pd
@@ -26,10 +38,22 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = [
     "ref", "mean", "total", "std", "rmax", "rmin", "quantile", "rank", "corr", "slope", "rsquare", "resi",
-    "idxmax", "idxmin", "regression_sums", "quantiles",
+    "idxmax", "idxmin", "regression_sums", "quantiles", "anchored",
 ]  # fmt: skip
 
 _STD_ATOL = 2e-05
+_BLOCK = 64  # window sums are taken within blocks of this many market days (>= every Alpha158 window)
+_ORIGIN: ContextVar[int] = ContextVar("qmlops_ops_origin", default=0)
+
+
+@contextmanager
+def anchored(origin: int) -> Iterator[None]:
+    """Operators inside this block treat the first row of their input as calendar position ``origin``."""
+    token = _ORIGIN.set(int(origin))
+    try:
+        yield
+    finally:
+        _ORIGIN.reset(token)
 
 
 def ref(x: np.ndarray, n: int) -> np.ndarray:
@@ -49,18 +73,11 @@ def _rolling(x: np.ndarray, n: int) -> pd.core.window.rolling.Rolling:
 
 
 def _valid_sums(x: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(count, sum, x0) of the valid values in each trailing window; sums are of x - x0 per column.
-
-    Shifting each column by a constant (its mean) keeps the cumulative sums small, so window variances
-    computed from them do not lose digits to cancellation.
-    """
+    """(count of valid values in each trailing window, the values with NaN as 0, a zero shift per column)."""
     x64 = x.astype(np.float64)
     valid = ~np.isnan(x64)
-    finite = np.isfinite(x64)
-    with np.errstate(invalid="ignore"):
-        x0 = np.where(finite.any(axis=0), np.nanmean(np.where(finite, x64, np.nan), axis=0), 0.0)
-    xv = np.where(valid, x64 - x0, 0.0)
-    return _wsum(valid.astype(np.float64), n), xv, x0
+    xv = np.where(valid, x64, 0.0)
+    return _wsum(valid.astype(np.float64), n), xv, np.zeros(x.shape[1:], dtype=np.float64)
 
 
 def mean(x: np.ndarray, n: int) -> np.ndarray:
@@ -194,11 +211,27 @@ def _windows(x: np.ndarray, n: int, fill: float) -> np.ndarray:
 
 
 def _wsum(a: np.ndarray, n: int) -> np.ndarray:
-    """Sum over the trailing window of n rows (fewer during warm-up), via a cumulative sum."""
-    c = np.cumsum(a, axis=0)
-    out = c.copy()
-    out[n:] -= c[:-n]
-    return out
+    """Sum over the trailing window of n rows (fewer during warm-up), anchored at absolute block boundaries.
+
+    Blocks of ``B`` rows (``_BLOCK``, or a multiple of it covering ``n``) start at calendar positions divisible
+    by ``B``, and running sums (``head``) restart at each block. A window inside one block is
+    ``head[i] - head[i - n]``; a window that starts in the previous block is
+    ``head[i] + (total of the previous block - head[i - n])``. Either way the result depends only on the rows of
+    the window's two blocks, whatever row the input starts at.
+    """
+    t_len = a.shape[0]
+    block = _BLOCK * -(-n // _BLOCK)
+    pad = block + _ORIGIN.get() % block  # one zero block in front: shifted reads never leave the array
+    total = -(-(pad + t_len) // block) * block
+    padded = np.zeros((total, *a.shape[1:]), dtype=np.float64)
+    padded[pad : pad + t_len] = a
+    blocks = padded.reshape(total // block, block, -1)
+    head3 = np.cumsum(blocks, axis=1)
+    head = head3.reshape(padded.shape)
+    ends3 = head3.copy()
+    # Rows whose window reaches into the previous block (the first n of each block) add that block's total.
+    ends3[1:, :n] += head3[:-1, -1:]
+    return ends3.reshape(padded.shape)[pad : pad + t_len] - head[pad - n : pad + t_len - n]
 
 
 def regression_sums(y: np.ndarray, n: int) -> np.ndarray:
@@ -211,7 +244,7 @@ def regression_sums(y: np.ndarray, n: int) -> np.ndarray:
     valid = ~np.isnan(y64)
     v = valid.astype(np.float64)
     yv = np.where(valid, y64, 0.0)
-    t = np.arange(y.shape[0], dtype=np.float64)[:, None]
+    t = np.arange(_ORIGIN.get(), _ORIGIN.get() + y.shape[0], dtype=np.float64)[:, None]
     k = t - n
     cnt = _wsum(v, n)
     st = _wsum(v * t, n)

@@ -11,6 +11,7 @@ from qmlops.metadata._datasets import DatasetRecord, DatasetRepository
 from qmlops.metadata._db import MIGRATIONS, Database
 from qmlops.metadata._features import FeatureRepository, FeatureSetRecord, FeatureStat, MaterializationRecord
 from qmlops.metadata._lineage import NODE_KINDS, LineageEdge, LineageNode, LineageRepository
+from qmlops.metadata._loop import LOOP_STAGES, LoopRepository
 from qmlops.metadata._models import (
     SEARCH_FIELDS,
     AliasEvent,
@@ -53,6 +54,8 @@ __all__ = [
     "LineageRepository",
     "LineageNode",
     "LineageEdge",
+    "LoopRepository",
+    "LOOP_STAGES",
     "NODE_KINDS",
     "PredictionRepository",
     "FeatureRepository",

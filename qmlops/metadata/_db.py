@@ -84,8 +84,8 @@ def _load_migrations() -> list[tuple[int, str, str]]:
         out.append((int(number), rest.removesuffix(".sql"), entry.read_text(encoding="utf-8")))
     out.sort()
     numbers = [n for n, _, _ in out]
-    if numbers != list(range(1, len(numbers) + 1)):
-        raise RuntimeError(f"metadata migrations must be numbered 1..N without gaps, found {numbers}")
+    if len(set(numbers)) != len(numbers) or (numbers and numbers[0] != 1):
+        raise RuntimeError(f"metadata migrations must have distinct numbers starting at 1, found {numbers}")
     return out
 
 
@@ -136,16 +136,21 @@ class Database:
         return current
 
     def migrate(self) -> list[int]:
-        """Apply every migration newer than the recorded version, each in its own transaction."""
+        """Apply every shipped migration not yet recorded, in number order, each in its own transaction.
+
+        Numbers are reserved per change and may land out of order (0010 before 0009): a database that has 10
+        gets 9 when 9 ships, so applied migrations are tracked by number, not by the highest one.
+        """
         applied: list[int] = []
         with self._lock:
             self._run(
                 "CREATE TABLE IF NOT EXISTS schema_version ("
                 "version INTEGER PRIMARY KEY, name VARCHAR NOT NULL, applied_at TIMESTAMP NOT NULL)"
             )
-            current = self._check_not_newer()
+            self._check_not_newer()
+            done = {int(r["version"]) for r in self.query("SELECT version FROM schema_version")}
             for number, name, sql in MIGRATIONS:
-                if number <= current:
+                if number in done:
                     continue
                 self._run("BEGIN TRANSACTION")
                 try:
@@ -207,13 +212,21 @@ class Database:
                 raise
             self._run("COMMIT")
 
-    def append_arrow(self, table: str, batch: pa.Table, *, key: tuple[str, str] | None = None) -> int:
+    def append_arrow(
+        self,
+        table: str,
+        batch: pa.Table,
+        *,
+        key: tuple[str, str] | None = None,
+        ignore_duplicates: bool = False,
+    ) -> int:
         """Insert an Arrow table in one statement and one transaction; returns the number of rows inserted.
 
         ``table`` is a trusted identifier from a repository, never user input. Columns are matched by name.
         ``key`` (a writer and its sequence number, e.g. ``("replica", "seq")``) makes the append idempotent: rows
         whose key is stored already are skipped, so a batch sent again after a lost answer is not duplicated.
         The lookup is bounded to sequence numbers at or above the batch's lowest one.
+        ``ignore_duplicates`` skips rows whose primary key is stored already (``INSERT OR IGNORE``).
         """
         if batch.num_rows == 0:
             return 0
@@ -222,7 +235,8 @@ class Database:
             view = f"_append_{threading.get_ident()}"
             self._con.register(view, batch)
             try:
-                sql = f'INSERT INTO "{table}" ({cols}) SELECT {cols} FROM "{view}" v'
+                verb = "INSERT OR IGNORE INTO" if ignore_duplicates else "INSERT INTO"
+                sql = f'{verb} "{table}" ({cols}) SELECT {cols} FROM "{view}" v'
                 params: list[Any] = []
                 if key is not None:
                     writer, seq = key

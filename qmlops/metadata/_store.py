@@ -24,6 +24,7 @@ from qmlops.metadata._endpoint import HttpMetadataStore, read_endpoint
 from qmlops.metadata._experiments import ExperimentRepository
 from qmlops.metadata._features import FeatureRepository
 from qmlops.metadata._lineage import LineageRepository
+from qmlops.metadata._loop import LoopRepository
 from qmlops.metadata._models import ModelRepository
 from qmlops.metadata._monitoring import MonitoringRepository
 from qmlops.metadata._predictions import PredictionRepository
@@ -51,6 +52,7 @@ REPOSITORIES: dict[str, type] = {
     "monitoring": MonitoringRepository,
     "experiments": ExperimentRepository,
     "admin": AdminRepository,
+    "loops": LoopRepository,
 }
 
 
@@ -67,6 +69,7 @@ class MetadataStore:
     monitoring: MonitoringRepository
     experiments: ExperimentRepository
     admin: AdminRepository
+    loops: LoopRepository
 
     def __init__(self, path: str) -> None:
         self.db = Database(path)
@@ -156,6 +159,7 @@ class RemoteMetadataStore:
     monitoring: MonitoringRepository
     experiments: ExperimentRepository
     admin: AdminRepository
+    loops: LoopRepository
 
     def __init__(self, actor: Any, name: str) -> None:
         self.actor = actor

@@ -20,6 +20,7 @@ __all__ = [
     "run_view",
     "rollouts_view",
     "jobs_view",
+    "loops_view",
     "report_html",
 ]
 
@@ -161,6 +162,20 @@ def rollouts_view(store: Any, *, limit: int = 20) -> dict[str, Any]:
 
 def jobs_view(store: Any, *, limit: int = 100) -> dict[str, Any]:
     return clean({"jobs": store.monitoring.jobs(limit=limit)})
+
+
+def loops_view(store: Any, *, name: str | None = None, days: int = 120) -> dict[str, Any]:
+    """The loops, and for one (``name``, default the most recently updated) its summary and per-day timeline:
+    data version, oracle IC, online IC per version (role), drift share, decisions (the last ``days`` days)."""
+    from qmlops.loop._report import loop_summary, loop_timeline
+
+    loops = store.loops.list()
+    chosen = name or (loops[0]["id"] if loops else None)
+    out: dict[str, Any] = {"loops": loops, "loop": None}
+    if chosen is not None:
+        out["loop"] = {**store.loops.get(chosen), "summary": loop_summary(store, chosen),
+                       "timeline": loop_timeline(store, chosen)[-days:]}  # fmt: skip
+    return clean(out)
 
 
 def report_html(store: Any, run_id: str) -> str:

@@ -44,6 +44,32 @@ def test_older_database_is_migrated_and_keeps_its_rows(
     new.close()
 
 
+def test_a_migration_landing_after_a_higher_number_is_still_applied(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Numbers are reserved per change and may land out of order: a database at 1 and 3 gets 2 when it ships."""
+    path = str(tmp_path / "gap.duckdb")
+    late = (2, "late", "CREATE TABLE late_table (x INTEGER)")
+    monkeypatch.setattr(
+        db_module, "MIGRATIONS", [MIGRATIONS[0], (3, "early", "CREATE TABLE early_table (x INTEGER)")]
+    )
+    db = Database(path)
+    assert db.schema_version() == 3
+    db.close()
+    monkeypatch.setattr(
+        db_module, "MIGRATIONS", [MIGRATIONS[0], late, (3, "early", "CREATE TABLE early_table (x INTEGER)")]
+    )
+    db = Database(path)
+    assert [r["version"] for r in db.query("SELECT version FROM schema_version ORDER BY version")] == [
+        1,
+        2,
+        3,
+    ]
+    assert db.query("SELECT count(*) AS n FROM late_table") == [{"n": 0}]
+    assert db.migrate() == []
+    db.close()
+
+
 def test_newer_database_is_refused_untouched(tmp_path: Path) -> None:
     path = str(tmp_path / "new.duckdb")
     db = Database(path)

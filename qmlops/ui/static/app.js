@@ -367,6 +367,25 @@ views.jobs = async (root) => {
   ], data.jobs, { cls: "jobs", empty: "The queue is empty: `qmlops jobs submit` adds jobs." })));
 };
 
+views.loop = async (root, arg) => {
+  const data = await api(`/v1/loops${arg ? `?name=${encodeURIComponent(arg)}` : ""}`);
+  root.append(section("loops (click one for its timeline)", table([
+    ["name", (l) => l.id], ["mode", (l) => l.mode], ["state", (l) => badge(l.state)], ["last day", (l) => l.last_day],
+    ["production", (l) => l.production || "–"], ["source", (l) => l.source || "–"], ["updated", (l) => when(l.updated_at)],
+  ], data.loops, { onclick: (l) => { location.hash = `#loop/${l.id}`; }, key: (l) => l.id, cls: "loops",
+    empty: "No loop yet: `qmlops loop replay` or `qmlops loop start`." })));
+  const loop = data.loop;
+  if (!loop) return;
+  root.append(section(`loop ${loop.id}`, kv(loop.summary)));
+  const ic = (d, role) => Object.entries(d.ic).filter(([, v]) => v.role === role).map(([k, v]) => `${k.slice(0, 11)} ${fmt(v.ic, 3)}`).join(", ");
+  root.append(section("timeline (newest first)", table([
+    ["day", (d) => d.day], ["data version", (d) => d.version || "–"], ["oracle IC", (d) => d.oracle_ic, { num: true }],
+    ["production IC", (d) => ic(d, "production")], ["shadow IC", (d) => ic(d, "shadow")],
+    ["drift share", (d) => d.drift_share, { num: true }], ["quarantined", (d) => d.quarantined, { num: true }],
+    ["decisions", (d) => d.decisions.map((x) => `${x.kind}${x.model_version ? " " + x.model_version : ""}: ${x.reason}`).join("; ")],
+  ], loop.timeline.slice().reverse(), { cls: "timeline" })));
+};
+
 // ---- router --------------------------------------------------------------------------------------------
 let cleanup = null;
 let timer = null;
