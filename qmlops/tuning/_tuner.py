@@ -289,7 +289,8 @@ def _trainable(trial_config: dict[str, Any], *, base: dict[str, Any], store: Any
         "trial_run_id": result.run_id,
         "node_id": ray.get_runtime_context().get_node_id(),  # which node ran it (Tune's node_ip is per host)
         "device": result.device.get("device"), "device_reason": result.device.get("reason"),
-        "gpu_ids": [str(i) for i in ray.get_gpu_ids()], "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids()),  # a string: Tune's loggers take no lists
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "started_at": started_at, "ended_at": time.time(),
         "trial_complete": True,  # Tune sets its own "done" on trials a scheduler stops, so not that name
     })  # fmt: skip
@@ -443,8 +444,9 @@ def _fit(
                        "test_ic": metrics.get("test_ic"), "iterations": metrics.get("training_iteration"),
                        "stopped_early": not metrics.get("trial_complete", False), "trial_run_id": metrics.get("trial_run_id"), "node_id": metrics.get("node_id"),
                        "gpus": config.gpus_for(name) if name in config.model_types else None,
-                       **{k: metrics.get(k) for k in ("device", "device_reason", "gpu_ids", "cuda_visible_devices",
-                                                      "started_at", "ended_at")},
+                       **{k: metrics.get(k) for k in ("device", "device_reason", "cuda_visible_devices", "started_at",
+                                                      "ended_at")},
+                       "gpu_ids": [i for i in str(metrics.get("gpu_ids") or "").split(",") if i],
                        "error": str(result.error)[:300] if result.error else None})  # fmt: skip
     ok = [
         t
