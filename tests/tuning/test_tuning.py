@@ -73,6 +73,15 @@ def test_gpu_shares_go_to_the_types_that_use_a_gpu() -> None:
         with pytest.raises(ValidationError) as err:
             TuneConfig(model_types=["lightgbm", "gru"], **kwargs).validate()
         assert err.value.field == field
+    from typer.testing import CliRunner
+
+    from qmlops.cli import app
+
+    runner = CliRunner()  # the CLI refuses them in one line, before any cluster starts
+    for extra, text in [(["--gpus-by-type", "gru"], "gpus_by_type: expected TYPE=GPUS"),
+                        (["--gpus-per-trial", "1.5"], "gpus_per_trial: must be 0, a fraction")]:  # fmt: skip
+        bad = runner.invoke(app, ["tune", "start", "--models", "lightgbm,gru", "--no-recommend", *extra])
+        assert bad.exit_code == 2 and text in bad.output and "Traceback" not in bad.output, bad.output
 
 
 def test_recommender_ranks_every_available_type_with_a_reason(tmp_home: Path, tmp_path: Path) -> None:
