@@ -26,7 +26,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scheduler", default="asha")
     parser.add_argument("--max-concurrent", type=int, default=2)
     parser.add_argument("--cpus-per-trial", type=float, default=1.0)
-    parser.add_argument("--gpus-per-trial", type=float, default=0.0)
+    parser.add_argument(
+        "--gpus-per-trial", type=float, default=0.0, help="per trial of a type that can use a GPU"
+    )
+    parser.add_argument("--gpus-by-type", default=None, help='JSON: per-type GPU shares, e.g. {"gru": 0.5}')
     parser.add_argument("--instruments", default=None)
     parser.add_argument("--fixed", default=None, help='JSON: {"lightgbm": {"num_boost_round": 100}}')
     parser.add_argument("--run-id", default=None)
@@ -50,6 +53,7 @@ def main(argv: list[str] | None = None) -> int:
             max_concurrent=args.max_concurrent, cpus_per_trial=args.cpus_per_trial, gpus_per_trial=args.gpus_per_trial,
             instruments=args.instruments.split(",") if args.instruments else None,
             fixed_params=json.loads(args.fixed) if args.fixed else {},
+            gpus_by_type=json.loads(args.gpus_by_type) if args.gpus_by_type else {},
             register_as="" if args.no_register else args.name,
         ).validate()  # fmt: skip
         init_ray()

@@ -95,6 +95,17 @@ class ModelServer:
         explanation = await loop.run_in_executor(None, explainer.explain, rows)
         return [explanation.row(i, top=top) | {"method": explanation.method} for i in range(len(rows))]
 
+    def placement(self) -> dict[str, Any]:
+        """This replica's place: node, the GPU ids Ray assigned (with ``CUDA_VISIBLE_DEVICES``) and the device a
+        torch version scores on here, with the reason (a logical GPU without CUDA falls back to the CPU)."""
+        import ray
+
+        from qmlops.devices import choose_device
+
+        context = serve.get_replica_context()
+        return {"replica_id": context.replica_id.unique_id, "node_id": ray.get_runtime_context().get_node_id(),
+                "device_choice": choose_device("auto").to_dict(), "loaded": self.loaded()}  # fmt: skip
+
     def loaded(self) -> list[str]:
         return sorted(self.loaded_at)
 

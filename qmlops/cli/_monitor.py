@@ -55,7 +55,8 @@ def resources_command(
         return
     rows = store.monitoring.samples(node_id=node) if node else store.monitoring.latest_samples()
     for r in rows:
-        r["gpus"] = len(r["gpus"]) if not as_json else r["gpus"]
+        if not as_json:  # a count of GPUs, or why the node has none
+            r["gpus"] = len(r["gpus"]) if r["gpus"] else (r.get("gpu_note") or 0)
     print_records(rows, as_json=as_json, columns=["ts", "node_id", "hostname", "cpu_percent", "memory_percent",
                                                   "disk_percent", "net_sent", "net_recv", "gpus"])  # fmt: skip
 

@@ -29,6 +29,9 @@ def start_command(
     port: int = typer.Option(8000, "--port"),
     gateway_replicas: int = typer.Option(1, "--gateway-replicas"),
     server_replicas: int = typer.Option(1, "--server-replicas"),
+    server_gpus: float = typer.Option(
+        0.0, "--server-gpus", help="GPU share per model-server replica (e.g. 0.5; 0 = CPU only)"
+    ),
     max_batch_size: int = typer.Option(16, "--max-batch-size"),
     model: list[str] = typer.Option([], "--model", help="NAME[:VERSION] to serve at 100% (repeatable)"),
     as_json: bool = JSON_OPTION,
@@ -38,7 +41,8 @@ def start_command(
 
     service = _service()
     service.start(ServeOptions(host=host, port=port, gateway_replicas=gateway_replicas,
-                               server_replicas=server_replicas, max_batch_size=max_batch_size))  # fmt: skip
+                               server_replicas=server_replicas, server_gpus=server_gpus,
+                               max_batch_size=max_batch_size))  # fmt: skip
     for item in model:
         name, _, ref = item.partition(":")
         service.deploy_model(name, ref or "latest")

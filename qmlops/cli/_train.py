@@ -136,7 +136,9 @@ def run_command(
     ),
     instruments: str | None = typer.Option(None, "--instruments", help="comma-separated subset"),
     step_len: int = typer.Option(20, "--step-len", help="window of days for sequence models"),
-    device: str = typer.Option("auto", "--device", help="auto (CUDA when present), cpu or cuda"),
+    device: str = typer.Option(
+        "auto", "--device", help="auto (CUDA when Ray assigned a GPU and torch sees one), cpu or cuda"
+    ),
     name: str | None = typer.Option(None, "--name", help="register as this model name"),
     no_register: bool = typer.Option(False, "--no-register", help="evaluate only, do not register"),
     no_report: bool = typer.Option(False, "--no-report", help="skip the HTML report"),
@@ -239,6 +241,8 @@ def _print_summary(summary: dict[str, Any]) -> None:
                       f"share of oracle IC captured {_fmt(o['share'])}")  # fmt: skip
     console.print(f"  top-k long-short: annual return {_fmt(m['annual_return'])}  IR {_fmt(m['information_ratio'])}  "
                   f"max drawdown {_fmt(m['max_drawdown'])}  turnover {_fmt(m['turnover'])}")  # fmt: skip
+    if summary.get("device"):
+        console.print(f"  device {summary['device']}: {summary.get('device_reason') or ''}")
     if summary.get("model_version"):
         mv = summary["model_version"]
         console.print(f"  registered {mv['name']} v{mv['version']} ({mv['id']}, flavor {mv['flavor']})")

@@ -67,7 +67,12 @@ def start_command(
     space: Path | None = typer.Option(None, "--space", help="YAML/JSON: model type -> parameter overrides"),
     max_concurrent: int = typer.Option(2, "--max-concurrent"),
     cpus: float = typer.Option(1.0, "--cpus-per-trial"),
-    gpus: float = typer.Option(0.0, "--gpus-per-trial"),
+    gpus: float = typer.Option(
+        0.0, "--gpus-per-trial", help="GPU share of each trial of a type that can use one (trees get none)"
+    ),
+    gpus_by_type: str | None = typer.Option(
+        None, "--gpus-by-type", help="per-type GPU shares overriding --gpus-per-trial, e.g. gru=0.5,xgboost=1"
+    ),
     time_budget: float | None = typer.Option(None, "--time-budget", help="seconds for the whole search"),
     seed: int = typer.Option(0, "--seed"),
     name: str | None = typer.Option(None, "--name", help="register the best as this model name"),
@@ -86,6 +91,7 @@ def start_command(
         model_types=types, dataset=dataset, feature_set=feature_set, num_samples=num_samples, searcher=searcher,
         scheduler=scheduler, metric=metric, mode=mode, objectives=objectives.split(",") if objectives else None,
         space_overrides=_load_space(space), max_concurrent=max_concurrent, cpus_per_trial=cpus, gpus_per_trial=gpus,
+        gpus_by_type=_parse_shares(gpus_by_type),
         time_budget_s=time_budget, seed=seed, register_as="" if no_register else name,
     ).validate()  # fmt: skip
     if recommend_first and len(types) > 1:
@@ -159,3 +165,19 @@ def best_command(run_id: str = typer.Argument(...), as_json: bool = JSON_OPTION)
         print_record(data, as_json=True)
     else:
         console.print(json.dumps(data, indent=2, default=str))
+
+
+def _parse_shares(text: str | None) -> dict[str, float]:
+    """``gru=0.5,xgboost=1`` -> ``{"gru": 0.5, "xgboost": 1.0}``."""
+    out: dict[str, float] = {}
+    for item in (text or "").split(","):
+        if not item.strip():
+            continue
+        name, sep, value = item.partition("=")
+        try:
+            out[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep or not name.strip():
+            raise ValidationError(f"expected TYPE=GPUS, got {item.strip()!r}", field="gpus_by_type")
+    return out

@@ -196,7 +196,7 @@ class MonitoringRepository:
                                   else (r.get("ts") or utcnow()), r["node_id"], r.get("hostname"),
                                   r.get("cpu_percent"), r.get("memory_percent"), r.get("memory_used"),
                                   r.get("disk_percent"), r.get("net_sent"), r.get("net_recv"),
-                                  dumps(r.get("gpus") or [])])  # fmt: skip
+                                  _gpus_json(r.get("gpus"), r.get("gpu_note"))])  # fmt: skip
         return len(rows)
 
     def latest_samples(self) -> builtins.list[dict[str, Any]]:
@@ -204,14 +204,14 @@ class MonitoringRepository:
             "SELECT * FROM resource_samples QUALIFY row_number() OVER (PARTITION BY node_id ORDER BY ts DESC) = 1 "
             "ORDER BY node_id"
         )
-        return [{**r, "ts": iso(r["ts"]), "gpus": loads(r["gpus"]) or []} for r in rows]
+        return [{**r, "ts": iso(r["ts"]), **_gpus_of(r["gpus"])} for r in rows]
 
     def samples(self, *, node_id: str | None = None, limit: int = 1000) -> builtins.list[dict[str, Any]]:
         where, params = ("WHERE node_id = ?", [node_id]) if node_id else ("", [])
         rows = self._db.query(
             f"SELECT * FROM resource_samples {where} ORDER BY ts DESC LIMIT ?", [*params, int(limit)]
         )
-        return [{**r, "ts": iso(r["ts"]), "gpus": loads(r["gpus"]) or []} for r in rows]
+        return [{**r, "ts": iso(r["ts"]), **_gpus_of(r["gpus"])} for r in rows]
 
     # -- job queue ----------------------------------------------------------------------------------------
     def enqueue_job(self, job: dict[str, Any]) -> dict[str, Any]:
@@ -284,3 +284,16 @@ def _job(row: dict[str, Any]) -> dict[str, Any]:
     for key in ("submitted_at", "admitted_at", "ended_at"):
         out[key] = iso(row[key])
     return out
+
+
+def _gpus_json(gpus: Any, note: str | None) -> str | None:
+    """The ``gpus`` column: the list of GPUs, or ``{"devices": [], "note": why}`` when a node reports why it has
+    none (NVML missing, no driver), so the reason is kept without a new column."""
+    return dumps({"devices": list(gpus or []), "note": str(note)} if note else list(gpus or []))
+
+
+def _gpus_of(value: Any) -> dict[str, Any]:
+    data = loads(value)
+    if isinstance(data, dict):
+        return {"gpus": list(data.get("devices") or []), "gpu_note": data.get("note")}
+    return {"gpus": list(data or []), "gpu_note": None}

@@ -3,7 +3,7 @@
 Each node gets a detached actor pinned to it (``NodeAffinitySchedulingStrategy``, not soft) named
 ``<metadata actor>-resources-<node id prefix>``. Every ``interval_s`` it takes a sample, stores it
 (``resource_samples``) and evaluates the resource alert rules for that node. GPUs are read through NVML
-(``pynvml`` from nvidia-ml-py); a node without a GPU or driver reports ``gpus: []``, never an error.
+(``pynvml`` from nvidia-ml-py); a node without a GPU or driver reports ``gpus: []`` and a ``gpu_note`` saying why, never an error.
 """
 
 from __future__ import annotations
@@ -20,21 +20,29 @@ import psutil
 
 from qmlops.config import Settings, get_settings
 
-__all__ = ["sample", "gpu_stats", "start_resource_monitors", "stop_resource_monitors", "sample_all_nodes"]
+__all__ = [
+    "sample",
+    "gpu_stats",
+    "gpu_status",
+    "start_resource_monitors",
+    "stop_resource_monitors",
+    "sample_all_nodes",
+]
 
 log = logging.getLogger("qmlops.resources")
 
 
-def gpu_stats() -> list[dict[str, Any]]:
-    """Per GPU: index, name, utilisation %, memory used/total bytes, temperature C. ``[]`` without NVML."""
+def gpu_status() -> tuple[list[dict[str, Any]], str | None]:
+    """Per GPU: index, name, utilisation %, memory used/total bytes, temperature C; and, when there is none, why
+    (``"no GPU: ..."``: NVML's library or driver missing, or no device). Never raises."""
     try:
         import pynvml
     except ImportError:
-        return []
+        return [], "no GPU: nvidia-ml-py (pynvml) is not installed"
     try:
         pynvml.nvmlInit()
-    except Exception:  # NVMLError_LibraryNotFound / DriverNotLoaded: no GPU here
-        return []
+    except Exception as exc:  # NVMLError_LibraryNotFound / DriverNotLoaded: no NVIDIA driver on this node
+        return [], f"no GPU: NVML unavailable ({exc or type(exc).__name__})"
     out = []
     try:
         for i in range(pynvml.nvmlDeviceGetCount()):
@@ -45,9 +53,16 @@ def gpu_stats() -> list[dict[str, Any]]:
             out.append({"index": i, "name": name.decode() if isinstance(name, bytes) else str(name),
                         "utilization": float(util.gpu), "memory_used": int(mem.used), "memory_total": int(mem.total),
                         "temperature": float(pynvml.nvmlDeviceGetTemperature(h, pynvml.NVML_TEMPERATURE_GPU))})  # fmt: skip
+    except Exception as exc:  # a device that stops answering mid-read: report what was read and why
+        return out, f"NVML error after {len(out)} GPU(s): {exc or type(exc).__name__}"
     finally:
         pynvml.nvmlShutdown()
-    return out
+    return out, None if out else "no GPU: NVML sees no device"
+
+
+def gpu_stats() -> list[dict[str, Any]]:
+    """The GPUs of :func:`gpu_status` (``[]`` without NVML or a GPU)."""
+    return gpu_status()[0]
 
 
 def sample(node_id: str, path: str = "/") -> dict[str, Any]:
@@ -55,12 +70,13 @@ def sample(node_id: str, path: str = "/") -> dict[str, Any]:
     mem = psutil.virtual_memory()
     net = psutil.net_io_counters()
     disk = shutil.disk_usage(path if os.path.exists(path) else "/")
+    gpus, note = gpu_status()
     return {"ts": datetime.now(UTC).replace(tzinfo=None).isoformat(), "node_id": node_id,
             "hostname": socket.gethostname(), "cpu_percent": float(psutil.cpu_percent(interval=None)),
             "memory_percent": float(mem.percent), "memory_used": int(mem.total - mem.available),
             "disk_percent": 100.0 * disk.used / disk.total if disk.total else None,
             "net_sent": int(net.bytes_sent) if net else None, "net_recv": int(net.bytes_recv) if net else None,
-            "gpus": gpu_stats()}  # fmt: skip
+            "gpus": gpus, "gpu_note": note}  # fmt: skip
 
 
 def _metrics_of(s: dict[str, Any]) -> dict[str, float | None]:

@@ -190,7 +190,10 @@ class TorchFlavor(Flavor):
     def load(self, data: bytes, signature: Signature) -> Score:
         import torch
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        from qmlops.devices import choose_device
+
+        # a replica that Ray gave a GPU share scores on CUDA when torch sees it; elsewhere on the CPU
+        device = choose_device("auto").device
         module = torch.jit.load(io.BytesIO(data), map_location=device).eval()
         # Modules that normalise their own inputs (the training engine's) declare it: NaN must reach them as NaN
         passthrough = bool(signature.output.get("handles_nan"))

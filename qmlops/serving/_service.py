@@ -37,6 +37,7 @@ class ServeOptions:
     gateway_cpus: float = 0.5
     server_replicas: int = 1
     server_cpus: float = 0.5
+    server_gpus: float = 0.0  # a GPU share per model-server replica (torch versions score on it when usable)
     max_batch_size: int = 16
     batch_wait_timeout_s: float = 0.002
     max_ongoing_requests: int = 64
@@ -53,6 +54,10 @@ class ServeOptions:
         for name in ("gateway_cpus", "server_cpus", "batch_wait_timeout_s"):
             if float(getattr(self, name)) < 0:
                 raise ValidationError(f"{name} must be >= 0", field=name)
+        gpus = float(self.server_gpus)
+        if not 0 <= gpus < float("inf") or (gpus > 1 and not gpus.is_integer()):
+            raise ValidationError(f"server_gpus must be 0, a fraction of one GPU or whole GPUs; got {self.server_gpus}",
+                                  field="server_gpus")  # fmt: skip
         if not isinstance(self.monitoring, dict):
             raise ValidationError("monitoring must be a mapping of options", field="monitoring")
         from qmlops.monitoring import GatewayMonitor
@@ -89,10 +94,19 @@ def deploy_config(settings: Settings, options: ServeOptions, user_config: dict[s
                  "ray_actor_options": {"num_cpus": options.gateway_cpus, "runtime_env": REPLICA_RUNTIME_ENV}},
                 {"name": "ModelServer", "num_replicas": options.server_replicas,
                  "max_ongoing_requests": options.max_ongoing_requests, "logging_config": REPLICA_LOGGING,
-                 "ray_actor_options": {"num_cpus": options.server_cpus, "runtime_env": REPLICA_RUNTIME_ENV}},
+                 "ray_actor_options": _server_actor_options(options)},
             ],
         }],
     }  # fmt: skip
+
+
+def _server_actor_options(options: ServeOptions) -> dict[str, Any]:
+    """The model server's replica resources: CPUs, and a GPU share only when one is asked for (Ray places
+    replicas with ``num_gpus`` on GPU nodes and sets their ``CUDA_VISIBLE_DEVICES``)."""
+    out: dict[str, Any] = {"num_cpus": options.server_cpus, "runtime_env": REPLICA_RUNTIME_ENV}
+    if options.server_gpus:
+        out["num_gpus"] = float(options.server_gpus)
+    return out
 
 
 def build_app(settings: Settings, options: ServeOptions, user_config: dict[str, Any]) -> Any:
@@ -270,6 +284,18 @@ class ServeService:
 
     def stats(self, since: float = 0.0) -> dict[str, dict[str, Any]]:
         return dict(self.gateway().stats.remote(since).result())
+
+    def placements(self, calls: int = 8) -> list[dict[str, Any]]:
+        """Where the model-server replicas run: node, Ray's GPU ids, ``CUDA_VISIBLE_DEVICES`` and the device torch
+        versions score on (with its reason), one entry per replica that answered ``calls`` requests."""
+        from ray import serve
+
+        handle = serve.get_deployment_handle("ModelServer", app_name=APP_NAME)
+        seen: dict[str, dict[str, Any]] = {}
+        for response in [handle.placement.remote() for _ in range(max(1, calls))]:
+            placement = dict(response.result())
+            seen[placement["replica_id"]] = placement
+        return [seen[k] for k in sorted(seen)]
 
     def deploy_model(self, name: str, ref: int | str = "latest") -> RoutingTable:
         """Serve one version of ``name`` at 100% right away (no rollout; first deployments, demos, tests)."""

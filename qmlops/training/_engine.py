@@ -166,6 +166,7 @@ class TrainResult:
     model: Any = field(default=None, repr=False)
     duration_seconds: float = 0.0
     oracle: OracleComparison | None = None  # on a planted market: the oracle's IC on the same test rows
+    device: dict[str, Any] = field(default_factory=dict)  # the DeviceChoice: device, reason, what was seen
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -181,6 +182,8 @@ class TrainResult:
             "report_uri": self.report_uri,
             "duration_seconds": round(self.duration_seconds, 3),
             "oracle": self.oracle.to_dict() if self.oracle else None,
+            "device": self.device.get("device"),
+            "device_reason": self.device.get("reason"),
         }
 
 
@@ -393,7 +396,7 @@ def _make_model(mtype: ModelType, params: dict[str, Any], device: str) -> tuple[
         cls = OBSERVED[mtype.name]
         if mtype.name == "lightgbm":
             return cls(num_boost_round=fit_params.get("num_boost_round", 1000), **params), fit_params
-        if mtype.name == "xgboost" and device == "cuda":
+        if mtype.name == "xgboost" and device.startswith("cuda"):
             params.setdefault("device", "cuda")
         return cls(**params), fit_params
     if mtype.family == "linear":
@@ -436,12 +439,14 @@ def train(
 ) -> TrainResult:
     """Train, evaluate, report and register one model (see the module docstring). Raises ``QmlopsError`` for
     bad input before anything is recorded; a failure during training marks the run ``failed`` with the error."""
+    from qmlops.devices import choose_device
     from qmlops.features import FeatureSetDefinition, builtin_set, min_history
     from qmlops.training._compat import apply_compat, build_qlib_dataset, predict_segment
-    from qmlops.training._torch_hooks import select_device
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     cfg.validate()
+    # before any data is read: a cuda request nothing here can serve fails now, in one line
+    choice = choose_device(cfg.device)
     settings = settings or get_settings()
     store = store or get_store(settings)
     mtype = get_model_type(cfg.model_type)
@@ -453,7 +458,7 @@ def train(
             f"feature set {definition.name} is not materialised for {dataset_rec.id}; run "
             f"`qmlops features build {cfg.dataset} --set {definition.name}`", field="feature_set",
         )  # fmt: skip
-    device = select_device(None if cfg.device == "auto" else cfg.device)
+    device = choice.device
     stopper = cfg.stopper(mtype)
     run_id = run_id or "run-" + uuid.uuid4().hex[:16]
     started = time.perf_counter()
@@ -480,6 +485,7 @@ def train(
         run_id, "trial" if parent_run_id else "train", name=cfg.name or f"{mtype.name} on {dataset_rec.id}",
         model_type=mtype.name, params=_jsonable(params), parent_id=parent_run_id, total_steps=int(total or 1),
         config={**_jsonable(cfg.to_dict()), "segments_planned": seg_text, "device": device,
+                "device_choice": choice.to_dict(),
                 "dataset_id": dataset_rec.id, "materialization": mat.id, "label_horizon": horizon,
                 "early_stopping": stopper.describe()},
     )  # fmt: skip
@@ -511,7 +517,7 @@ def train(
         result = TrainResult(
             run_id=run_id, model_type=mtype.name, evaluation=evaluation, best_step=best_step,
             stop_reason=stop_reason, stopped_by=stopped_by, steps=progress.rows or steps, segments=seg_text,
-            feature_names=feature_names, predictions=pred, model=model,
+            feature_names=feature_names, predictions=pred, model=model, device=choice.to_dict(),
             oracle=_oracle_comparison(pred, evaluation, dataset_rec.id, store, settings),
         )  # fmt: skip
         if cfg.report:
@@ -696,8 +702,10 @@ def train_remote(
 
     cfg = config if isinstance(config, TrainConfig) else TrainConfig.from_dict(config)
     cfg.validate()
-    if num_gpus and cfg.device == "auto":
-        cfg.device = "cuda"
+    if (
+        cfg.device == "cuda" and not num_gpus
+    ):  # the task would get no GPU from Ray: refuse here, not on a worker
+        raise ValidationError("device cuda on Ray needs num_gpus > 0 (or use device auto)", field="num_gpus")
     run_id = run_id or "run-" + uuid.uuid4().hex[:16]
     task = ray.remote(_train_task).options(num_cpus=num_cpus, num_gpus=num_gpus, max_retries=0,
                                            name=f"qmlops-train-{cfg.model_type}")  # fmt: skip

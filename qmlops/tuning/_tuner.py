@@ -14,6 +14,7 @@ version``. Those rows are also what ``resume`` continues from (see :func:`resume
 from __future__ import annotations
 
 import math
+import os
 import time
 import uuid
 from collections.abc import Mapping
@@ -59,7 +60,12 @@ class TuneConfig:
     max_t: int = 200
     max_concurrent: int = 2
     cpus_per_trial: float = 1.0
-    gpus_per_trial: float = 0.0
+    gpus_per_trial: float = (
+        0.0  # for the types that can use a GPU (catalogue ``gpu`` optional); trees get none
+    )
+    gpus_by_type: dict[str, float] = field(
+        default_factory=dict
+    )  # model type -> GPU share, overrides the above
     time_budget_s: float | None = None
     seed: int = 0
     space_overrides: dict[str, dict[str, Any]] = field(default_factory=dict)  # model type -> {param: spec}
@@ -98,6 +104,15 @@ class TuneConfig:
             if self.scheduler == "asha":
                 raise ValidationError("multi-objective search needs the fifo scheduler (ASHA ranks one metric)",
                                       field="scheduler")  # fmt: skip
+        if float(self.cpus_per_trial) <= 0:
+            raise ValidationError("cpus_per_trial must be > 0", field="cpus_per_trial")
+        _check_gpu_share(self.gpus_per_trial, "gpus_per_trial")
+        for name, share in self.gpus_by_type.items():
+            if name not in self.model_types:
+                raise ValidationError(
+                    f"a GPU share for {name!r}, which is not searched", field="gpus_by_type"
+                )
+            _check_gpu_share(share, f"gpus_by_type.{name}")
         for name, overrides in self.space_overrides.items():
             if name not in self.model_types:
                 raise ValidationError(
@@ -109,6 +124,13 @@ class TuneConfig:
             if not space:
                 raise ValidationError(f"{name} has an empty search space", field="space_overrides")
         return self
+
+    def gpus_for(self, name: str) -> float:
+        """The GPU share a trial of model type ``name`` asks Ray for: its ``gpus_by_type`` entry, else
+        ``gpus_per_trial`` for types that can use a GPU and 0 for those that cannot (trees, linear)."""
+        if name in self.gpus_by_type:
+            return float(self.gpus_by_type[name])
+        return float(self.gpus_per_trial) if get_model_type(name).gpu != "no" else 0.0
 
     def space(self, name: str) -> dict[str, dict[str, Any]]:
         mtype = get_model_type(name)
@@ -131,6 +153,30 @@ class TuneResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def _check_gpu_share(value: Any, name: str) -> None:
+    """Ray takes a fraction of one GPU (0 < share <= 1) or whole GPUs, nothing in between."""
+    try:
+        share = float(value)
+    except (TypeError, ValueError):
+        raise ValidationError(f"must be a number of GPUs, got {value!r}", field=name) from None
+    if not math.isfinite(share) or share < 0 or (share > 1 and not share.is_integer()):
+        raise ValidationError(f"must be 0, a fraction of one GPU (0 < share <= 1) or whole GPUs; got {value!r}",
+                              field=name)  # fmt: skip
+
+
+class _TrialResources:
+    """Per-trial resources from the trial's model type (a class so Tune can pickle and checkpoint it)."""
+
+    def __init__(self, cpus: float, gpus: dict[str, float]) -> None:
+        self.cpus, self.gpus = float(cpus), dict(gpus)
+
+    def __call__(self, trial_config: Mapping[str, Any]) -> Any:
+        from ray.tune import PlacementGroupFactory
+
+        gpus = self.gpus.get(str(trial_config.get("model_type")), 0.0)
+        return PlacementGroupFactory([{"CPU": self.cpus, "GPU": gpus} if gpus else {"CPU": self.cpus}])
 
 
 def _suggest(trial: Any, name: str, spec: Mapping[str, Any], prefix: str) -> Any:
@@ -219,7 +265,7 @@ def _trainable(trial_config: dict[str, Any], *, base: dict[str, Any], store: Any
         True  # trials share data, not parameters: bin the LightGBM data once per worker
     )
     name, params = _trial_params(trial_config, base["fixed_params"])
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     result = train(
         TrainConfig(name, dataset=base["dataset"], feature_set=base["feature_set"], params=params,
                     instruments=base["instruments"], step_len=base["step_len"], early_stopping=base["early_stopping"],
@@ -242,6 +288,10 @@ def _trainable(trial_config: dict[str, Any], *, base: dict[str, Any], store: Any
         "test_ic": result.evaluation.ic,
         "trial_run_id": result.run_id,
         "node_id": ray.get_runtime_context().get_node_id(),  # which node ran it (Tune's node_ip is per host)
+        "device": result.device.get("device"), "device_reason": result.device.get("reason"),
+        "gpu_ids": ",".join(str(i) for i in ray.get_gpu_ids()),  # a string: Tune's loggers take no lists
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
+        "started_at": started_at, "ended_at": time.time(),
         "trial_complete": True,  # Tune sets its own "done" on trials a scheduler stops, so not that name
     })  # fmt: skip
 
@@ -348,8 +398,12 @@ def _fit(
     base = {"dataset": config.dataset, "feature_set": config.feature_set, "instruments": config.instruments,
             "step_len": config.step_len, "early_stopping": config.early_stopping, "fixed_params": config.fixed_params,
             "progress_every": config.progress_every, "run_id": run_id}  # fmt: skip
+    # each trial asks for its own model type's GPU share: a combined search gives GPUs to neural trials only
+    resources = _TrialResources(
+        config.cpus_per_trial, {name: config.gpus_for(name) for name in config.model_types}
+    )
     trainable = tune.with_resources(tune.with_parameters(_trainable, base=base, store=store, settings=settings),
-                                    {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})  # fmt: skip
+                                    resources)  # fmt: skip
     if config.objectives:
         metric: Any = [o.partition(":")[0] for o in config.objectives]
         mode: Any = [o.partition(":")[2] for o in config.objectives]
@@ -395,6 +449,10 @@ def _fit(
                        "valid_ic": metrics.get("valid_ic"), "train_seconds": metrics.get("train_seconds"),
                        "test_ic": metrics.get("test_ic"), "iterations": metrics.get("training_iteration"),
                        "stopped_early": not metrics.get("trial_complete", False), "trial_run_id": metrics.get("trial_run_id"), "node_id": metrics.get("node_id"),
+                       "gpus": config.gpus_for(name) if name in config.model_types else None,
+                       **{k: metrics.get(k) for k in ("device", "device_reason", "cuda_visible_devices", "started_at",
+                                                      "ended_at")},
+                       "gpu_ids": [i for i in str(metrics.get("gpu_ids") or "").split(",") if i],
                        "error": str(result.error)[:300] if result.error else None})  # fmt: skip
     ok = [
         t

@@ -256,3 +256,23 @@ def test_rollout_events_for_several_rollouts_in_one_read(tmp_path: Path) -> None
     assert all(e["detail"] == {"by": "ro-b"} for e in both["ro-b"])
     assert store.serving.events("ro-a") == both["ro-a"] and store.serving.events_for([]) == {}
     store.close()
+
+
+def test_resource_samples_keep_the_no_gpu_reason(tmp_home: Path) -> None:
+    store = get_store()
+    base = {"node_id": "n1", "hostname": "h", "cpu_percent": 1.0, "memory_percent": 2.0, "memory_used": 3,
+            "disk_percent": 4.0, "net_sent": 5, "net_recv": 6}  # fmt: skip
+    gpu = {
+        "index": 0,
+        "name": "A10",
+        "utilization": 50.0,
+        "memory_used": 1,
+        "memory_total": 2,
+        "temperature": 60.0,
+    }
+    store.monitoring.add_samples([{**base, "ts": "2026-01-01T00:00:00", "gpus": [], "gpu_note": "no GPU: NVML x"},
+                                  {**base, "node_id": "n2", "ts": "2026-01-01T00:00:00", "gpus": [gpu]}])  # fmt: skip
+    rows = {r["node_id"]: r for r in store.monitoring.latest_samples()}
+    assert rows["n1"]["gpus"] == [] and rows["n1"]["gpu_note"] == "no GPU: NVML x"
+    assert rows["n2"]["gpus"] == [gpu] and rows["n2"]["gpu_note"] is None
+    assert store.monitoring.samples(node_id="n1")[0]["gpu_note"] == "no GPU: NVML x"

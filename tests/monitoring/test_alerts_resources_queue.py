@@ -115,11 +115,15 @@ def test_resource_monitor_reports_every_node(ray_home: Path) -> None:
         for s in samples:
             assert 0 <= s["cpu_percent"] <= 100 and 0 < s["memory_percent"] < 100 and s["memory_used"] > 0
             assert 0 < s["disk_percent"] < 100 and s["net_recv"] >= 0
-            assert s["gpus"] == []  # no GPU on this machine: reported as none, not an error
+            assert s["gpus"] == []  # no GPU on this machine: reported as none, not an error, and why
+            assert s["gpu_note"].startswith("no GPU: NVML unavailable"), s["gpu_note"]
         # the background loop keeps writing: more rows per node over time
         assert wait_for(lambda: all(len(store.monitoring.samples(node_id=n)) >= 3 for n in nodes), 20)
         latest = store.monitoring.latest_samples()
         assert {r["node_id"] for r in latest} == nodes
+        assert all(
+            r["gpus"] == [] and r["gpu_note"].startswith("no GPU") for r in latest
+        )  # the reason is stored
         # the resource rule fired once per node (cooldown 1 h: later samples only count repeats)
         alerts = store.monitoring.alerts(source="resources")
         assert {a["subject"] for a in alerts} == nodes and all(a["repeats"] >= 1 for a in alerts)

@@ -328,6 +328,7 @@ def test_alerts_arrive_live_and_are_acknowledged_from_the_page(served: Served, b
         _open(browser, served, "resources")
         shown = _until(browser, lambda: _texts(browser, "table.nodes tbody tr td:first-child"))
         assert set(shown) == {n[:12] for n in handles}
+        assert "no GPU: NVML unavailable" in browser.find_element("css selector", "table.nodes").text
     finally:
         stop_resource_monitors()
     queued = store.monitoring.enqueue_job({"id": f"job-ui-{uuid.uuid4().hex[:6]}", "name": "ui-check",

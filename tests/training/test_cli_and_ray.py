@@ -73,6 +73,9 @@ def test_cli_train_run_show_and_errors(tmp_home: Path, tmp_path: Path) -> None:
         and "test IC" in table.output
         and "stopped by stopper" in table.output
     )
+    assert (
+        "device cpu: torch sees no CUDA device" in table.output
+    )  # the choice and its reason, in the summary
     runs = json.loads(runner.invoke(app, ["train", "runs", "--json"]).output)
     assert len(runs) == 2 and {r["status"] for r in runs} == {"finished"}
     # bad input: a one-line error naming the field, a non-zero exit, no traceback, no run recorded
@@ -83,6 +86,16 @@ def test_cli_train_run_show_and_errors(tmp_home: Path, tmp_path: Path) -> None:
         (["train", "run", "lightgbm", "--dataset", "sub", "--early-stop", "patience=0"], 2, "patience"),
         (["train", "run", "lightgbm", "--dataset", "sub", "--split", "0.5,0.5"], 2, "split"),
         (["train", "run", "hist", "--dataset", "sub"], 2, "cannot run here"),
+        (
+            ["train", "run", "mlp", "--dataset", "sub", "--device", "cuda"],
+            2,
+            "cuda requested but torch sees no CUDA device",
+        ),
+        (
+            ["train", "run", "mlp", "--dataset", "sub", "--device", "tpu"],
+            2,
+            "device must be auto, cpu or cuda",
+        ),
         (["train", "run", "linear", "--dataset", "nope"], 3, "no dataset version or name 'nope'"),
         (["train", "show", "run-none"], 3, "no run"),
     ]:
@@ -115,6 +128,8 @@ def test_train_as_a_ray_task_reports_progress_while_running(ray_home: Path, tmp_
     assert seen_while_running and seen_while_running[0] < 11  # rows arrived before training ended
     run = store.runs.get(run_id)
     assert run.status == "finished" and run.total_steps == 12 and run.config["device"] == "cpu"
+    assert run.config["device_choice"]["reason"] == "Ray assigned no GPU to this task"
+    assert run.config["device_choice"]["ray_gpu_ids"] == []
     assert len(store.runs.metrics(run_id)) == 12
     assert store.models.latest("sub-mlp-ray").id == summary["model_version"]["id"]
 

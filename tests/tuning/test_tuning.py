@@ -68,6 +68,27 @@ def test_invalid_spaces_are_refused_before_any_trial(ray_home: Path, tmp_path: P
     assert store.runs.list(kind="tune") == []
 
 
+def test_gpu_shares_go_to_the_types_that_use_a_gpu() -> None:
+    config = TuneConfig(model_types=["lightgbm", "gru", "xgboost"], gpus_per_trial=0.25,
+                        gpus_by_type={"xgboost": 1}).validate()  # fmt: skip
+    assert [config.gpus_for(t) for t in ("lightgbm", "gru", "xgboost")] == [0.0, 0.25, 1.0]
+    for kwargs, field in [({"gpus_per_trial": 1.5}, "gpus_per_trial"), ({"gpus_per_trial": -1}, "gpus_per_trial"),
+                          ({"gpus_by_type": {"gru": "half"}}, "gpus_by_type.gru"),
+                          ({"gpus_by_type": {"mlp": 0.5}}, "gpus_by_type"), ({"cpus_per_trial": 0}, "cpus_per_trial")]:  # fmt: skip
+        with pytest.raises(ValidationError) as err:
+            TuneConfig(model_types=["lightgbm", "gru"], **kwargs).validate()
+        assert err.value.field == field
+    from typer.testing import CliRunner
+
+    from qmlops.cli import app
+
+    runner = CliRunner()  # the CLI refuses them in one line, before any cluster starts
+    for extra, text in [(["--gpus-by-type", "gru"], "gpus_by_type: expected TYPE=GPUS"),
+                        (["--gpus-per-trial", "1.5"], "gpus_per_trial: must be 0, a fraction")]:  # fmt: skip
+        bad = runner.invoke(app, ["tune", "start", "--models", "lightgbm,gru", "--no-recommend", *extra])
+        assert bad.exit_code == 2 and text in bad.output and "Traceback" not in bad.output, bad.output
+
+
 def test_recommender_ranks_every_available_type_with_a_reason(tmp_home: Path, tmp_path: Path) -> None:
     _dataset(tmp_path)
     meta = meta_features(load_features("sub", "alpha158"), gpu=False)

@@ -354,7 +354,7 @@ views.resources = async (root) => {
     ["node", (n) => n.node_id.slice(0, 12)], ["host", (n) => n.hostname], ["sampled", (n) => when(n.ts)],
     ["CPU %", (n) => n.cpu_percent, { num: true }], ["memory %", (n) => n.memory_percent, { num: true }],
     ["disk %", (n) => n.disk_percent, { num: true }],
-    ["GPUs", (n) => (n.gpus.length ? n.gpus.map((g) => `${g.name || "gpu"} ${fmt(g.utilization)}%`).join(", ") : "none")],
+    ["GPUs", (n) => (n.gpus.length ? n.gpus.map((g) => `${g.name || "gpu"} ${fmt(g.utilization)}%`).join(", ") : n.gpu_note || "none")],
   ], data.nodes, { cls: "nodes", empty: "No samples: the resource monitor starts with `qmlops serve start`." })));
 };
 
