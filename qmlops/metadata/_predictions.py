@@ -109,6 +109,46 @@ class PredictionRepository:
         w = Where().add("p.ts > ?", since).one_of("p.model_id", model_ids)
         return {r["model_id"]: r for r in self._aggregate(w, ("model_id",))}
 
+    def timeline(
+        self, *, window_s: float = 3600.0, bucket_s: float = 60.0, model_name: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Per model version and time bucket of the last ``window_s`` seconds, oldest first: requests, errors,
+        p50/p99 latency of the answered ones and online accuracy from feedback (``t`` is the bucket's start,
+        UNIX seconds). The page's traffic and accuracy charts read this."""
+        bucket = float(bucket_s)
+        w = (
+            Where("p.")
+            .equal(model_name=model_name)
+            .add("p.ts > ?", utcnow() - timedelta(seconds=float(window_s)))
+        )
+        t = f"CAST(floor(epoch(p.ts) / {bucket!r}) * {bucket!r} AS DOUBLE)"
+        rows = self._db.query(
+            f"""SELECT p.model_name, p.model_version, {t} AS t, count(*) AS requests,
+                       count(*) FILTER (WHERE p.status <> 'ok') AS errors,
+                       quantile_cont(p.latency_ms, 0.5) FILTER (WHERE p.status = 'ok') AS p50_ms,
+                       quantile_cont(p.latency_ms, 0.99) FILTER (WHERE p.status = 'ok') AS p99_ms
+                FROM predictions p {w.sql} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""",
+            w.params,
+        )  # fmt: skip
+        labelled = self._db.query(
+            f"""SELECT p.model_name, p.model_version, {t} AS t, p.output, f.value FROM predictions p
+                JOIN (SELECT request_id, last(value ORDER BY ts) AS value FROM feedback GROUP BY request_id) f
+                USING (request_id)
+                {w.sql} AND p.status = 'ok' AND p.output IS NOT NULL""",
+            w.params,
+        )  # fmt: skip
+        pairs: dict[tuple[Any, ...], list[tuple[float, float]]] = {}
+        for r in labelled:
+            key = (r["model_name"], r["model_version"], r["t"])
+            pairs.setdefault(key, []).append((float(r["output"]), float(r["value"])))
+        out = []
+        for r in rows:
+            n, errors = int(r["requests"]), int(r["errors"])
+            acc = online_accuracy(pairs.get((r["model_name"], r["model_version"], r["t"]), []))
+            out.append({**r, "t": float(r["t"]), "rps": n / bucket, "error_rate": errors / n if n else None,
+                        "labelled": acc["labelled"], "ic": acc["ic"]})  # fmt: skip
+        return out
+
     def _aggregate(self, where: Where, keys: tuple[str, ...]) -> list[dict[str, Any]]:
         """Rows of the log matching ``where`` (alias ``p``), grouped by ``keys``: requests, errors, error rate,
         answered requests, latency percentiles of the answered ones (p50 .. p99), and online accuracy from

@@ -163,6 +163,16 @@ class RunRepository:
         )
         return self.get(run_id)
 
+    def last_steps(self, run_ids: builtins.list[str]) -> dict[str, int]:
+        """Each run's latest logged step (runs with none are absent), for several runs in one query."""
+        if not run_ids:
+            return {}
+        w = Where().one_of("run_id", run_ids)
+        rows = self._db.query(
+            f"SELECT run_id, max(step) AS step FROM run_metrics {w.sql} GROUP BY run_id", w.params
+        )
+        return {r["run_id"]: int(r["step"]) for r in rows}
+
     def attach(self, run_id: str, *, model_version: str | None = None, report_uri: str | None = None) -> None:
         self.get(run_id)
         self._db.execute(

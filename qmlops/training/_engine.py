@@ -517,11 +517,12 @@ def train(
                                              store, settings, dataset_rec.id)  # fmt: skip
             _store_reference(store, result.model_version["id"], frame, segments["train"], pred)
         result.duration_seconds = time.perf_counter() - started
-        store.runs.finish(run_id, best_step=best_step, stop_reason=stop_reason, stopped_by=stopped_by,
-                          metrics={k: float(v) for k, v in evaluation.to_dict().items()})  # fmt: skip
+        # attached before the run is marked finished: a follower that sees "finished" finds the report at once
         store.runs.attach(
             run_id, model_version=(result.model_version or {}).get("id"), report_uri=result.report_uri
         )
+        store.runs.finish(run_id, best_step=best_step, stop_reason=stop_reason, stopped_by=stopped_by,
+                          metrics={k: float(v) for k, v in evaluation.to_dict().items()})  # fmt: skip
         return result
     except BaseException as exc:
         message = f"{type(exc).__name__}: {exc}"
