@@ -142,11 +142,12 @@ def runs_view(
 ) -> dict[str, Any]:
     """Runs newest first, each with its latest logged step and stage (the progress bars read them)."""
     runs = store.runs.list(kind=kind, status=status, limit=limit)
-    last = store.runs.last_steps([r.id for r in runs])
+    latest = store.runs.latest_metrics([r.id for r in runs])
     out = []
     for r in runs:
-        data = r.to_dict()
-        out.append({**data, "last_step": last.get(r.id), **run_stage(data, last.get(r.id))})
+        data, last = r.to_dict(), latest.get(r.id)
+        step, early_stop = (last.step, last.early_stop) if last else (None, None)
+        out.append({**data, "last_step": step, **run_stage(data, step, early_stop)})
     return clean({"runs": out})
 
 
@@ -155,13 +156,10 @@ def run_view(store: Any, run_id: str, *, after_step: int = -1) -> dict[str, Any]
     run = store.runs.get(run_id)
     metrics = store.runs.metrics(run.id, after_step=after_step)
     data = run.to_dict()
-    if metrics:
-        last_step, early_stop = metrics[-1].step, metrics[-1].early_stop
-    else:  # nothing new since after_step: the stage still follows the last stored step
-        last_step = store.runs.last_steps([run.id]).get(run.id)
-        early_stop = None
-        if last_step is not None and run.status == "running":
-            early_stop = store.runs.metrics(run.id, after_step=last_step - 1)[-1].early_stop
+    last = (
+        metrics[-1] if metrics else store.runs.latest_metrics([run.id]).get(run.id)
+    )  # none new: the stored one
+    last_step, early_stop = (last.step, last.early_stop) if last else (None, None)
     return clean({
         "run": {**data, **run_stage(data, last_step, early_stop)},
         "metrics": [{"step": m.step, "ts": m.ts, "train_loss": m.train_loss, "valid_loss": m.valid_loss,

@@ -292,6 +292,11 @@ def test_live_training_curves_in_the_browser(served: Served, browser: Any) -> No
     assert [(s["label"], s["points"]) for s in loss["series"]] == [("train loss", 4), ("valid loss", 4)]
     assert loss["marks"][0]["x"] == 20 and all(loss["axes"])  # best step marked, both axes labelled
     _screenshot(browser, "training-live")
+    _open(browser, served, "models")  # the models view lists the running training inline with its progress
+    running = browser.find_element("css selector", f"table.running tr[data-key='{run_id}']").text
+    assert "80% · finishing" in running and "lightgbm" in running
+    _open(browser, served, f"training/{run_id}")
+    _until(browser, lambda: browser.find_element("id", "run-step").text == "40 / 50")
     store.runs.finish(run_id, best_step=20, stop_reason="patience: valid_loss did not improve for 3")
     _until(browser, lambda: browser.find_element("id", "run-status").text == "finished")
     assert browser.find_element("id", "run-stop-reason").text.startswith("patience")
@@ -525,9 +530,7 @@ def test_serving_view_charts_traffic_accuracy_and_rollout_marks(served: Served, 
             for n in (sum(x is not None for x in v["p50_ms"]), sum(x is not None for x in v["p99_ms"]))
         ]
         errors = _chart(browser, f"chart-errors-{model}")
-        assert errors["axes"][1] == "share of requests failed" and all(
-            s["points"] > 0 for s in errors["series"]
-        )
+        assert errors["axes"][1] == "% of requests failed" and all(s["points"] > 0 for s in errors["series"])
         accuracy = _chart(browser, f"chart-ic-{model}")
         assert (
             sum(s["points"] for s in accuracy["series"])

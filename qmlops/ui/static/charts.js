@@ -67,6 +67,7 @@ const Charts = (() => {
       const { ctx, bbox } = u;
       ctx.save();
       ctx.font = `${10 * devicePixelRatio}px system-ui, sans-serif`;
+      let labelled = -Infinity; // marks close together keep their lines; only the first gets a label
       for (const m of (u.qmlops && u.qmlops.marks) || marks || []) {
         const x = u.valToPos(m.x, "x", true);
         if (!(x >= bbox.left && x <= bbox.left + bbox.width)) continue;
@@ -77,8 +78,11 @@ const Charts = (() => {
         ctx.moveTo(x, bbox.top);
         ctx.lineTo(x, bbox.top + bbox.height);
         ctx.stroke();
-        ctx.fillStyle = m.color || "#667085";
-        ctx.fillText(m.label || "", x + 3 * devicePixelRatio, bbox.top + 10 * devicePixelRatio);
+        if (x - labelled > 48 * devicePixelRatio) {
+          ctx.fillStyle = m.color || "#667085";
+          ctx.fillText(m.label || "", x + 3 * devicePixelRatio, bbox.top + 10 * devicePixelRatio);
+          labelled = x;
+        }
       }
       if (threshold !== null && threshold !== undefined) {
         const y = u.valToPos(threshold, thresholdScale || "y", true);
