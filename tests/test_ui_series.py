@@ -9,7 +9,7 @@ import pytest
 
 from qmlops.metadata import MetadataStore
 from qmlops.metadata._db import utcnow
-from qmlops.ui import align, cumulative, heatmap, job_timeline, run_stage, traffic_view
+from qmlops.ui import align, cumulative, heatmap, infrastructure_view, job_timeline, run_stage, traffic_view
 
 
 def _epoch(ts: datetime) -> float:
@@ -104,3 +104,30 @@ def test_run_stage_from_what_the_run_stored() -> None:
     }
     failed = run_stage({"status": "failed", "error": "ValueError: bad\ntraceback"}, 3)
     assert failed == {"stage": "failed", "message": "ValueError: bad"}
+
+
+def test_infrastructure_series_per_node_with_gpus(tmp_path: Path) -> None:
+    store = MetadataStore(str(tmp_path / "i.duckdb"))
+    now = utcnow()
+    gpu = lambda u, used: {"name": "gpu", "utilization": u, "memory_used": used, "memory_total": 1000}  # noqa: E731
+    store.monitoring.add_samples([
+        {"ts": now - timedelta(seconds=30), "node_id": "n-gpu", "cpu_percent": 10.0, "memory_percent": 20.0,
+         "gpus": [gpu(50.0, 250), gpu(70.0, 500)]},
+        {"ts": now - timedelta(seconds=20), "node_id": "n-gpu", "cpu_percent": 30.0, "memory_percent": 25.0,
+         "gpus": [gpu(60.0, 750), gpu(80.0, 100)]},
+        {"ts": now - timedelta(seconds=20), "node_id": "n-cpu", "cpu_percent": 5.0, "memory_percent": 9.0},
+        {"ts": now - timedelta(hours=3), "node_id": "n-cpu", "cpu_percent": 99.0, "memory_percent": 99.0},
+    ])  # fmt: skip
+    for n, priority in enumerate((1, 5, 3)):
+        store.monitoring.enqueue_job({"id": f"j{n}", "name": "x", "entrypoint": "true", "num_cpus": 1,
+                                      "num_gpus": 0, "memory": 0, "priority": priority})  # fmt: skip
+    store.monitoring.update_job("j0", state="running", admitted_at="now")
+    view = infrastructure_view(store, window_s=3600, now=_epoch(now))
+    nodes = {n["node_id"]: n["series"] for n in view["nodes"]}
+    assert nodes["n-gpu"]["cpu_percent"] == [10.0, 30.0]
+    assert nodes["n-gpu"]["gpu_utilization"] == [[50.0, 60.0], [70.0, 80.0]]
+    assert nodes["n-gpu"]["gpu_memory_percent"] == [[25.0, 75.0], [50.0, 10.0]]
+    assert nodes["n-cpu"]["cpu_percent"] == [5.0] and nodes["n-cpu"]["gpu_utilization"] == []  # 3 h ago: out
+    assert [j["id"] for j in view["queue"]] == ["j1", "j2"]  # waiting, highest priority first
+    assert view["job_timeline"]["queued"][-1] == 2 and view["job_timeline"]["running"][-1] == 1
+    assert view["latest_performance_test"] is None and view["performance_history"] == []

@@ -249,6 +249,7 @@ def test_models_catalogue_and_recommender_in_the_browser(served: Served, browser
     shown = {r.get_attribute("data-key"): r.find_elements("css selector", "td")[1].text
              for r in alpha.find_elements("css selector", "tbody tr[data-key]")}  # fmt: skip
     assert shown == {r.id: r.state for r in store.models.search([], limit=500) if r.name == "alpha"}
+    _screenshot(browser, "models")
 
     _open(browser, served, "catalogue")
     names = _texts(browser, "table.catalogue tbody tr td:first-child")
@@ -261,6 +262,7 @@ def test_models_catalogue_and_recommender_in_the_browser(served: Served, browser
     ranked = _until(browser, lambda: _texts(browser, "table.ranking tbody tr td:nth-child(2)"), timeout=120)
     expected = [r.model_type for r in recommend(meta_features(load_features("sub", "alpha158")))]
     assert ranked == expected
+    _screenshot(browser, "catalogue")
 
 
 def test_live_training_curves_in_the_browser(served: Served, browser: Any) -> None:
@@ -400,6 +402,7 @@ def test_alerts_arrive_live_and_are_acknowledged_from_the_page(served: Served, b
     _until(browser, lambda: store.monitoring.get_alert(alert["id"])["acknowledged_by"] == "ui")
     _until(browser, lambda: "ui" in browser.find_element(
         "css selector", f"table.alerts tr[data-key='{alert['id']}']").text.split())  # fmt: skip
+    _screenshot(browser, "alerts")
 
     handles = start_resource_monitors(interval_s=1.0)
     try:
@@ -565,6 +568,16 @@ def test_drift_view_draws_the_heatmap_of_stored_reports(served: Served, browser:
     share = _chart(browser, "chart-drift-share")
     assert share["series"][0]["points"] == len(reports)
     _screenshot(browser, "drift")
+    from selenium.webdriver.support.ui import Select
+
+    Select(browser.find_element("id", "drift-score")).select_by_value("statistic")
+    stat = _until(browser, lambda: (_chart(browser, "chart-drift-heatmap") or {}).get("threshold", 0) is None
+                  and _chart(browser, "chart-drift-heatmap"))  # fmt: skip
+    assert stat["rows"] == expected["features"]
+    assert [s["points"] for s in stat["series"]] == [
+        sum(v is not None for v in r) for r in expected["statistic"]
+    ]
+    browser.execute_script("sessionStorage.removeItem('qmlops-drift-score')")
 
 
 def test_experiment_view_charts_lift_intervals_and_assignment(served: Served, browser: Any,

@@ -352,14 +352,21 @@ views.drift = async (root, arg) => {
   const [data, hist] = await Promise.all([api("/v1/drift?full=true&limit=10"), api(`/v1/ui/drift${q}`)]);
   if (!data.reports.length) return root.append(empty("No drift report yet: the gateway writes one per served version once enough requests arrived."));
   const heat = hist.heat;
+  const score = sessionStorage.getItem("qmlops-drift-score") === "statistic" ? "statistic" : "psi";
+  const scorePick = el("select", { id: "drift-score", onchange: (e) => { sessionStorage.setItem("qmlops-drift-score", e.target.value); route(); } },
+    el("option", { value: "psi", selected: score === "psi" }, "PSI"),
+    el("option", { value: "statistic", selected: score === "statistic" }, "test statistic (KS or chi-square)"));
   const pick = el("select", { id: "drift-version", onchange: (e) => { location.hash = `#drift/${e.target.value}`; } },
     hist.versions.map((v) => el("option", { value: `${v.model}@${v.version}`, selected: v.model === hist.model && v.version === hist.version },
       `${v.model} ${v.version}`)));
-  root.append(section(`drift over time: ${hist.model} ${hist.version}`, el("p", {}, "version ", pick),
+  const psi = score === "psi";
+  root.append(section(`drift over time: ${hist.model} ${hist.version}`, el("p", {}, "version ", pick, " score ", scorePick),
     el("div", { class: "grid" },
-      Charts.heatmap("chart-drift-heatmap", `PSI of the top ${heat.features.length} features by drift`, heat.t, heat.features, heat.psi,
-        { threshold: hist.threshold, xLabel: "report time", yLabel: "feature",
-          note: `colour: PSI (white 0, amber at the threshold ${hist.threshold}, dark red at the largest, log scale above the threshold); outlined: above the threshold (${hist.threshold_source})` }),
+      Charts.heatmap("chart-drift-heatmap", `${psi ? "PSI" : "test statistic"} of the top ${heat.features.length} features by PSI`,
+        heat.t, heat.features, psi ? heat.psi : heat.statistic,
+        { threshold: psi ? hist.threshold : null, xLabel: "report time", yLabel: "feature",
+          note: psi ? `colour: PSI (white 0, amber at the threshold ${hist.threshold}, dark red at the largest, log scale above the threshold); outlined: above the threshold (${hist.threshold_source})`
+            : "colour: the per-feature test's statistic (KS distance, or chi-square for discrete features), white 0 to dark red at the largest; no alert rule reads it, so nothing is outlined" }),
       Charts.line("chart-drift-share", "share of features drifted per report", heat.t,
         [{ label: "drift share", values: heat.drift_share }], { time: true, xLabel: "report time", yLabel: "share of features" }))));
   root.append(section("drift reports", table([

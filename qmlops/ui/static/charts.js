@@ -137,8 +137,11 @@ const Charts = (() => {
   // that large shifts stay apart; a cell over the threshold is outlined).
   function heatmap(id, title, t, rows, values, opts = {}) {
     const { wrap, node } = box(id, title, opts.note);
-    const threshold = opts.threshold || 1;
-    const top = Math.max(2 * threshold, ...values.flat().filter((v) => v !== null && Number.isFinite(v)));
+    const largest = Math.max(0, ...values.flat().filter((v) => v !== null && Number.isFinite(v)));
+    const outline = opts.threshold !== null && opts.threshold !== undefined;
+    // without a threshold, colours run from 0 to the largest value (amber half way)
+    const threshold = outline ? opts.threshold : (largest / 2 || 1);
+    const top = Math.max(2 * threshold, largest);
     const fill = (v) => {
       if (v === null || v === undefined) return "#f2f4f7";
       const a = v <= threshold ? 0.5 * Math.max(0, v) / threshold
@@ -185,7 +188,7 @@ const Charts = (() => {
                 const x0 = u.valToPos(l, "x", true), x1 = u.valToPos(r, "x", true);
                 ctx.fillStyle = fill(v);
                 ctx.fillRect(x0 + 1, yTop + 1, x1 - x0 - 2, yBot - yTop - 2);
-                if (v !== null && v !== undefined && v > threshold) {
+                if (outline && v !== null && v !== undefined && v > threshold) {
                   ctx.strokeStyle = "#7a271a";
                   ctx.lineWidth = devicePixelRatio * 1.5;
                   ctx.strokeRect(x0 + 1, yTop + 1, x1 - x0 - 2, yBot - yTop - 2);
@@ -196,7 +199,7 @@ const Charts = (() => {
           }],
         },
       }, [t, ...values], node);
-      u.qmlops = { rows, threshold, xLabel: opts.xLabel, yLabel: opts.yLabel };
+      u.qmlops = { rows, threshold: outline ? threshold : null, xLabel: opts.xLabel, yLabel: opts.yLabel };
       return u;
     });
     return wrap;
