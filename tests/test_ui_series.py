@@ -60,8 +60,10 @@ def test_assignment_timeline_counts_each_unit_once(tmp_path: Path) -> None:
     rows = store.experiments.assignment_timeline("ex-1", bucket_s=60)
     assert [(r["variant"], r["t"] - _epoch(t0), r["units"]) for r in rows] == [
         ("control", 0.0, 1), ("treatment", 60.0, 1), ("treatment", 120.0, 1)]  # fmt: skip
-    shaped = cumulative(rows, ["control", "treatment"])
-    assert shaped["variants"] == {"control": [1, 1, 1], "treatment": [0, 1, 2]}
+    shaped = cumulative(rows, ["control", "treatment"], 60)
+    assert [t - _epoch(t0) for t in shaped["t"]] == [-60, 0, 60, 120]  # from zero a bucket before the first
+    assert shaped["variants"] == {"control": [0, 1, 1, 1], "treatment": [0, 0, 1, 2]}
+    assert cumulative([], ["control"], 60) == {"t": [], "variants": {"control": []}}
 
 
 def test_align_job_timeline_and_heatmap() -> None:

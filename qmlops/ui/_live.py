@@ -89,9 +89,13 @@ def job_timeline(jobs: Iterable[dict[str, Any]], now: float) -> dict[str, list[A
     return {"t": t, "queued": queued, "running": running}
 
 
-def cumulative(rows: Iterable[dict[str, Any]], variants: Sequence[str]) -> dict[str, Any]:
-    """Per variant, units assigned so far at each bucket (rows: ``variant``, ``t``, ``units`` per bucket)."""
+def cumulative(rows: Iterable[dict[str, Any]], variants: Sequence[str], bucket_s: float) -> dict[str, Any]:
+    """Per variant, units assigned so far at each bucket (rows: ``variant``, ``t``, ``units`` per bucket), from
+    zero one bucket before the first exposure."""
     times, series = align(rows, lambda r: r["variant"], ("units",))
+    if times:
+        times = [times[0] - bucket_s, *times]
+        series = {k: {"units": [0, *v["units"]]} for k, v in series.items()}
     out: dict[str, list[int]] = {}
     for v in variants:
         total, values = 0, []
@@ -255,4 +259,4 @@ def assignment_view(store: Any, experiment: str, *, bucket_s: float = 60.0) -> d
     exp = store.experiments.get(experiment)
     rows = store.experiments.assignment_timeline(exp["id"], bucket_s=bucket_s)
     return clean({"experiment": exp["id"], "bucket_s": bucket_s,
-                  **cumulative(rows, [v["name"] for v in exp["variants"]])})  # fmt: skip
+                  **cumulative(rows, [v["name"] for v in exp["variants"]], bucket_s)})  # fmt: skip

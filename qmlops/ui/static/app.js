@@ -48,7 +48,7 @@ function table(columns, rows, opts = {}) {
     const tr = el("tr", { class: opts.onclick ? "clickable" : null, "data-key": opts.key ? opts.key(row) : null },
       columns.map(([, cell, o]) => {
         const v = cell(row);
-        return el("td", { class: o && o.num ? "num" : null }, v instanceof Node ? v : fmt(v));
+        return el("td", { class: o && o.num ? "num" : o && o.long ? "long" : null }, v instanceof Node ? v : fmt(v));
       }));
     if (opts.onclick) tr.addEventListener("click", () => opts.onclick(row));
     return tr;
@@ -385,7 +385,8 @@ views.drift = async (root, arg) => {
 
 const ALERT_COLUMNS = [
     ["when", (x) => when(x.ts)], ["severity", (x) => badge(x.severity, x.severity)], ["source", (x) => x.source],
-    ["subject", (x) => x.subject], ["message", (x) => x.message], ["repeats", (x) => x.repeats, { num: true }],
+    ["subject", (x) => x.subject, { long: true }], ["message", (x) => x.message, { long: true }],
+    ["repeats", (x) => x.repeats, { num: true }],
     ["acknowledged", (x) => (x.acknowledged_by ? `${x.acknowledged_by}` : el("button", { onclick: (e) => ack(e, x.id) }, "ack"))],
 ];
 

@@ -109,7 +109,9 @@ const Charts = (() => {
     later(node, (width) => {
       const u = new uPlot({
         width, height: opts.height || HEIGHT,
-        scales: { x: { time: !!opts.time }, y: opts.yRange ? { range: opts.yRange } : {} },
+        // one point in time: a minute either side of it (uPlot would otherwise span years)
+        scales: { x: opts.time && new Set(x).size === 1 ? { time: true, range: [x[0] - 60, x[0] + 60] } : { time: !!opts.time },
+          y: opts.yRange ? { range: opts.yRange } : {} },
         legend: { live: false },
         cursor: { drag: { x: true, y: false } },
         series: [
