@@ -546,6 +546,14 @@ def test_serving_view_charts_traffic_accuracy_and_rollout_marks(served: Served, 
     assert {m["label"] for m in marks} >= {"step", "rollback"}
     assert _chart(browser, "chart-rps-lin")["marks"] == []  # no rollout of lin
     _screenshot(browser, "serving")
+    # the 5 s refresh puts new data into the drawn charts (the same chart objects, still on the page)
+    browser.execute_script(
+        "Charts.all['chart-rps-alpha'].__seen = 1; document.getElementById('status').textContent = '';"
+    )
+    _until(browser, lambda: browser.find_element("id", "status").text.startswith("updated"), timeout=15)
+    assert browser.execute_script(
+        "const u = Charts.all['chart-rps-alpha']; return u.__seen === 1 && u.root.isConnected && u.data[0].length > 0"
+    )
 
 
 def test_drift_view_draws_the_heatmap_of_stored_reports(served: Served, browser: Any,

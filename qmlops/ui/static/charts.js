@@ -30,8 +30,26 @@ const Charts = (() => {
     return { wrap, node };
   }
 
-  function later(node, make) {
-    pending.push({ node, make });
+  let previous = {}; // the replaced view's charts, kept until mount so that a refresh can reuse them
+
+  // reuse (line charts): {key, data, qmlops}; a refreshed view whose chart has the same key keeps the drawn
+  // chart and only gets the new data (no flicker, no lost hover state)
+  function later(node, make, reuse) {
+    pending.push({ node, make, reuse });
+  }
+
+  function observe(node, u) {
+    if (u.qmlopsObserver) u.qmlopsObserver.disconnect();
+    u.qmlopsObserver = new ResizeObserver(() => {
+      const w = Math.max(280, node.clientWidth);
+      if (node.isConnected && Math.abs(w - u.width) > 2) u.setSize({ width: w, height: u.height });
+    });
+    u.qmlopsObserver.observe(node);
+  }
+
+  function drop(u) {
+    if (u.qmlopsObserver) u.qmlopsObserver.disconnect();
+    u.destroy();
   }
 
   // Draw every chart built since the last call whose box is now in the document (the router calls this
@@ -39,26 +57,35 @@ const Charts = (() => {
   function mount() {
     const waiting = pending;
     pending = [];
-    for (const { node, make } of waiting) {
+    for (const { node, make, reuse } of waiting) {
       if (!node.isConnected) continue;
-      const width = Math.max(280, node.clientWidth || node.parentNode.clientWidth || 600);
-      if (all[node.id]) all[node.id].destroy(); // the same chart drawn anew
-      const u = make(width);
+      const old = previous[node.id];
+      delete previous[node.id];
+      if (all[node.id]) drop(all[node.id]); // the same chart drawn anew within a view
+      let u;
+      if (old && reuse && old.qmlopsKey === reuse.key) {
+        node.append(old.root);
+        old.qmlops = reuse.qmlops;
+        old.setData(reuse.data);
+        u = old;
+      } else {
+        if (old) drop(old);
+        u = make(Math.max(280, node.clientWidth || node.parentNode.clientWidth || 600));
+        if (reuse) u.qmlopsKey = reuse.key;
+      }
       all[node.id] = u;
       node.dataset.chart = "drawn";
-      new ResizeObserver(() => {
-        const w = Math.max(280, node.clientWidth);
-        if (Math.abs(w - u.width) > 2) u.setSize({ width: w, height: u.height });
-      }).observe(node);
+      observe(node, u);
     }
+    for (const u of Object.values(previous)) drop(u);
+    previous = {};
   }
 
-  // Drop the drawn charts of a view that is being replaced (charts the new view built wait for mount).
+  // The view is being replaced: its charts wait for the next mount, which reuses or drops them.
   function reset() {
-    for (const [id, u] of Object.entries(all)) {
-      u.destroy();
-      delete all[id];
-    }
+    for (const u of Object.values(previous)) drop(u);
+    previous = { ...all };
+    for (const id of Object.keys(all)) delete all[id];
   }
 
   // vertical marks (rollout steps, best step) and a horizontal threshold, drawn over the plot area
@@ -106,6 +133,7 @@ const Charts = (() => {
   // [{label, values, color?, dash?}] of the same length; opts: {xLabel, yLabel, time, marks, threshold, step}
   function line(id, title, x, series, opts = {}) {
     const { wrap, node } = box(id, title, opts.note);
+    const info = { marks: opts.marks || [], threshold: opts.threshold ?? null, xLabel: opts.xLabel, yLabel: opts.yLabel };
     later(node, (width) => {
       const u = new uPlot({
         width, height: opts.height || HEIGHT,
@@ -128,9 +156,10 @@ const Charts = (() => {
         ],
         hooks: { draw: [overlay(opts.marks, opts.threshold)] },
       }, [x, ...series.map((s) => s.values)], node);
-      u.qmlops = { marks: opts.marks || [], threshold: opts.threshold ?? null, xLabel: opts.xLabel, yLabel: opts.yLabel };
+      u.qmlops = info;
       return u;
-    });
+    }, { key: JSON.stringify([title, opts.time, opts.step, opts.yRange, opts.xLabel, opts.yLabel, series.map((s) => [s.label, s.color, s.dash]),
+      opts.time && new Set(x).size === 1]), data: [x, ...series.map((s) => s.values)], qmlops: info });
     return wrap;
   }
 
