@@ -9,6 +9,7 @@ import pytest
 
 from qmlops.metadata import MetadataStore
 from qmlops.metadata._db import utcnow
+from qmlops.metadata._predictions import online_accuracy
 from qmlops.ui import align, cumulative, heatmap, infrastructure_view, job_timeline, run_stage, traffic_view
 
 
@@ -37,6 +38,8 @@ def test_traffic_timeline_buckets_the_log_per_version(tmp_path: Path) -> None:
     assert v1[0]["rps"] == 1.0 and v1[0]["error_rate"] == 0.2
     assert v1[0]["p50_ms"] == pytest.approx(5.0)  # the answered ones only: latencies 1..4, 6..9
     assert v1[0]["labelled"] == 8 and v1[0]["ic"] > 0.9  # outputs against nearly equal realised values
+    pairs = [(i / 30, v) for i, (_, v) in enumerate(feedback[:10]) if i % 5]  # bucket 0's answered requests
+    assert v1[0]["ic"] == pytest.approx(online_accuracy(pairs)["ic"])  # the same IC as the window figures
     assert [r["requests"] for r in out if r["model_version"] == 2] == [1]
 
     view = traffic_view(store, window_s=300, bucket_s=10, model="m")

@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from qmlops.exceptions import ValidationError
 from qmlops.metadata._db import Database, Where, iso, loads, utcnow
+from qmlops.metadata._runs import finite_or_none
 
 __all__ = ["PredictionRepository", "PREDICTION_SCHEMA", "online_accuracy"]
 
@@ -131,22 +132,23 @@ class PredictionRepository:
             w.params,
         )  # fmt: skip
         labelled = self._db.query(
-            f"""SELECT p.model_name, p.model_version, {t} AS t, p.output, f.value FROM predictions p
+            f"""SELECT p.model_name, p.model_version, {t} AS t, count(*) AS labelled, corr(p.output, f.value) AS ic
+                FROM predictions p
                 JOIN (SELECT request_id, last(value ORDER BY ts) AS value FROM feedback GROUP BY request_id) f
                 USING (request_id)
-                {w.sql} AND p.status = 'ok' AND p.output IS NOT NULL""",
+                {w.sql} AND p.status = 'ok' AND p.output IS NOT NULL GROUP BY 1, 2, 3""",
             w.params,
         )  # fmt: skip
-        pairs: dict[tuple[Any, ...], list[tuple[float, float]]] = {}
-        for r in labelled:
-            key = (r["model_name"], r["model_version"], r["t"])
-            pairs.setdefault(key, []).append((float(r["output"]), float(r["value"])))
+        acc = {
+            (r["model_name"], r["model_version"], r["t"]): r for r in labelled
+        }  # IC in SQL: no rows to Python
         out = []
         for r in rows:
             n, errors = int(r["requests"]), int(r["errors"])
-            acc = online_accuracy(pairs.get((r["model_name"], r["model_version"], r["t"]), []))
+            a = acc.get((r["model_name"], r["model_version"], r["t"])) or {"labelled": 0, "ic": None}
+            ic = finite_or_none(a["ic"]) if a["labelled"] >= 3 else None  # as online_accuracy: None below 3
             out.append({**r, "t": float(r["t"]), "rps": n / bucket, "error_rate": errors / n if n else None,
-                        "labelled": acc["labelled"], "ic": acc["ic"]})  # fmt: skip
+                        "labelled": int(a["labelled"]), "ic": ic})  # fmt: skip
         return out
 
     def _aggregate(self, where: Where, keys: tuple[str, ...]) -> list[dict[str, Any]]:
