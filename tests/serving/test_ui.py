@@ -681,6 +681,8 @@ def test_every_view_fits_the_window(
             for chart_id in browser.execute_script("return Object.keys(Charts.all)"):
                 drawn = _chart(browser, chart_id)
                 assert drawn["width"] <= width, (view, chart_id, drawn["width"])
+                if any(s["points"] for s in drawn["series"]):  # numbers to show: the canvas shows something
+                    assert drawn["inked"] > 0 and all(drawn["axes"]), (view, chart_id, drawn)
         _open(browser, served, "alerts")
         button = browser.find_elements("css selector", "table.alerts button")
         if button:  # the acknowledge column is reachable: inside the table's own scroll box

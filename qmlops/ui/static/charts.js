@@ -290,6 +290,19 @@ const Charts = (() => {
     return wrap;
   }
 
+  // How many pixels of the plot area the canvas has painted in colour: series lines, points, heatmap cells,
+  // intervals (the grid and the axes are grey or black, so an empty plot counts 0).
+  function inked(u) {
+    const { left, top, width, height } = u.bbox;
+    if (width < 1 || height < 1) return 0;
+    const px = u.ctx.getImageData(left, top, width, height).data;
+    let n = 0;
+    for (let i = 0; i < px.length; i += 4) {
+      if (px[i + 3] > 128 && Math.max(px[i], px[i + 1], px[i + 2]) - Math.min(px[i], px[i + 1], px[i + 2]) > 60) n += 1;
+    }
+    return n;
+  }
+
   // What a test (or a curious reader) can ask of a drawn chart: per series, its label and how many values it
   // holds and how many of them are numbers; the axis labels; the marks.
   function describe(id) {
@@ -300,7 +313,7 @@ const Charts = (() => {
         label: s.label, length: u.data[i + 1].length,
         points: u.data[i + 1].filter((v) => v !== null && v !== undefined && Number.isFinite(v)).length,
       })),
-      x: u.data[0].length, axes: u.axes.map((a) => a.label || null),
+      x: u.data[0].length, axes: u.axes.map((a) => a.label || null), inked: inked(u),
       width: u.width, height: u.height, ...(u.qmlops || {}),
     };
   }
