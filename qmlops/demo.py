@@ -385,8 +385,8 @@ def _explain_stage(console: Console, out: DemoResult) -> None:
 def _summary(console: Console, out: DemoResult) -> None:
     url = out.stages["serve_url"]
     console.rule("[bold]where to look")
-    console.print(f"web page: {url}/ui (models, training curves, rollouts, experiments, drift, alerts, resources, "
-                  "job queue)")  # fmt: skip
+    console.print(f"web page: {url}/ui (charts of training, traffic and online IC per version, experiments, drift, "
+                  "alerts, infrastructure: nodes, job queue, deployments, checks)")  # fmt: skip
     console.print(
         f"Serve: {url}/v1/predict, {url}/docs, {url}/v1/metrics/models, {url}/v1/drift, {url}/v1/alerts"
     )

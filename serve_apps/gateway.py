@@ -168,6 +168,31 @@ def _limit(value: int) -> int:
     return value
 
 
+def _window(window_s: float, bucket_s: float | None = None) -> None:
+    """A chart's look-back window and bucket width: 4xx naming the field when out of range."""
+    if not (math.isfinite(window_s) and 0 < window_s <= 30 * 86400):
+        raise ClientError(422, "window_s", "must be a number of seconds in (0, 30 days]")
+    if bucket_s is not None:
+        if not (math.isfinite(bucket_s) and 1 <= bucket_s <= window_s):
+            raise ClientError(422, "bucket_s", "must be a number of seconds in [1, window_s]")
+        if window_s / bucket_s > 5000:
+            raise ClientError(422, "bucket_s", "too small for the window: at most 5000 buckets")
+
+
+def _deployments() -> dict[str, Any]:
+    """Serve's view of this application's deployments: status and replica states (empty if Serve cannot say)."""
+    from qmlops.serving import APP_NAME
+
+    try:
+        app = serve.status().applications.get(APP_NAME)
+    except Exception:  # the controller busy or gone: the page shows the routes without replica states
+        return {}
+    if app is None:
+        return {}
+    return {name: {"status": str(getattr(d.status, "value", d.status)), "replicas": {str(k): int(v) for k, v in d.replica_states.items()},
+                   "message": d.message} for name, d in app.deployments.items()}  # fmt: skip
+
+
 def _percentile(values: list[float], q: float) -> float | None:
     return float(np.percentile(values, q)) if values else None
 
@@ -916,6 +941,48 @@ class Gateway:
         if not 1 <= days <= 1000:
             raise ClientError(422, "days", "must be 1..1000")
         return JSONResponse(await self._off_loop(loops_view, self.store, name=name, days=days))
+
+    @api.get("/v1/ui/traffic")
+    async def ui_traffic(
+        self, window_s: float = 3600.0, bucket_s: float = 60.0, model: str | None = None
+    ) -> JSONResponse:
+        """Per served version and time bucket: request rate, error rate, p50/p99 latency, online IC; rollout marks."""
+        from qmlops.ui import traffic_view
+
+        _window(window_s, bucket_s)
+        return JSONResponse(await self._off_loop(traffic_view, self.store, window_s=window_s, bucket_s=bucket_s,
+                                                 model=model))  # fmt: skip
+
+    @api.get("/v1/ui/drift")
+    async def ui_drift(
+        self, model: str | None = None, version: str | None = None, top: int = 12
+    ) -> JSONResponse:
+        """A served version's drift reports over time as a PSI heatmap of its top features, with the threshold."""
+        from qmlops.ui import drift_history_view
+
+        if not 1 <= top <= 100:
+            raise ClientError(422, "top", "must be 1..100")
+        return JSONResponse(await self._off_loop(drift_history_view, self.store, model=model, version=version,
+                                                 top=top))  # fmt: skip
+
+    @api.get("/v1/ui/infrastructure")
+    async def ui_infrastructure(self, window_s: float = 3600.0) -> JSONResponse:
+        """Nodes and their resource series, the admission queue, deployments, health checks, performance tests."""
+        from qmlops.ui import infrastructure_view
+
+        _window(window_s)
+        deployments = await self._off_loop(_deployments)
+        return JSONResponse(await self._off_loop(infrastructure_view, self.store, window_s=window_s,
+                                                 deployments=deployments, now=time.time()))  # fmt: skip
+
+    @api.get("/v1/experiments/{experiment}/assignment")
+    async def experiment_assignment(self, experiment: str, bucket_s: float = 60.0) -> JSONResponse:
+        """Units assigned so far per variant over time."""
+        from qmlops.ui import assignment_view
+
+        if not (math.isfinite(bucket_s) and 1 <= bucket_s <= 86400):
+            raise ClientError(422, "bucket_s", "must be a number of seconds in [1, 86400]")
+        return JSONResponse(await self._off_loop(assignment_view, self.store, experiment, bucket_s=bucket_s))
 
     @api.get("/v1/jobs")
     async def list_jobs(self, limit: int = 100) -> JSONResponse:

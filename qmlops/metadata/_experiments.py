@@ -98,6 +98,17 @@ class ExperimentRepository:
             "SELECT unit_id, arg_min(variant, ts) AS variant, min(ts) AS first_ts, count(*) AS exposures "
             "FROM exposures WHERE experiment_id = ? GROUP BY unit_id", [exp_id])  # fmt: skip
 
+    def assignment_timeline(self, exp_id: str, *, bucket_s: float = 60.0) -> builtins.list[dict[str, Any]]:
+        """Units newly assigned per variant and time bucket (``t``: the bucket's start, UNIX seconds), oldest
+        first; a unit counts once, in the variant and bucket of its first exposure (as :meth:`units`)."""
+        bucket = float(bucket_s)
+        return self._db.query(
+            f"""SELECT variant, CAST(floor(epoch(first_ts) / {bucket!r}) * {bucket!r} AS DOUBLE) AS t,
+                       count(*) AS units
+                FROM (SELECT unit_id, arg_min(variant, ts) AS variant, min(ts) AS first_ts FROM exposures
+                      WHERE experiment_id = ? GROUP BY unit_id)
+                GROUP BY 1, 2 ORDER BY 2, 1""", [exp_id])  # fmt: skip
+
     def unit_events(self, exp_id: str) -> builtins.list[dict[str, Any]]:
         """Per unit and event name: count and sum of values, only events at or after the unit's first exposure."""
         return self._db.query(

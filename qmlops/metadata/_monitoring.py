@@ -206,10 +206,15 @@ class MonitoringRepository:
         )
         return [{**r, "ts": iso(r["ts"]), **_gpus_of(r["gpus"])} for r in rows]
 
-    def samples(self, *, node_id: str | None = None, limit: int = 1000) -> builtins.list[dict[str, Any]]:
-        where, params = ("WHERE node_id = ?", [node_id]) if node_id else ("", [])
+    def samples(
+        self, *, node_id: str | None = None, since_s: float | None = None, limit: int = 1000
+    ) -> builtins.list[dict[str, Any]]:
+        """Newest first; ``since_s`` keeps only the last that many seconds."""
+        w = Where().equal(node_id=node_id)
+        if since_s is not None:
+            w.add("ts > ?", utcnow() - timedelta(seconds=float(since_s)))
         rows = self._db.query(
-            f"SELECT * FROM resource_samples {where} ORDER BY ts DESC LIMIT ?", [*params, int(limit)]
+            f"SELECT * FROM resource_samples {w.sql} ORDER BY ts DESC LIMIT ?", [*w.params, int(limit)]
         )
         return [{**r, "ts": iso(r["ts"]), **_gpus_of(r["gpus"])} for r in rows]
 

@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from qmlops.exceptions import ValidationError
 from qmlops.metadata._db import Database, Where, iso, loads, utcnow
+from qmlops.metadata._runs import finite_or_none
 
 __all__ = ["PredictionRepository", "PREDICTION_SCHEMA", "online_accuracy"]
 
@@ -127,6 +128,47 @@ class PredictionRepository:
         since = datetime.fromtimestamp(float(since_epoch), UTC).replace(tzinfo=None)
         w = Where().add("p.ts > ?", since).one_of("p.model_id", model_ids)
         return {r["model_id"]: r for r in self._aggregate(w, ("model_id",))}
+
+    def timeline(
+        self, *, window_s: float = 3600.0, bucket_s: float = 60.0, model_name: str | None = None
+    ) -> list[dict[str, Any]]:
+        """Per model version and time bucket of the last ``window_s`` seconds, oldest first: requests, errors,
+        p50/p99 latency of the answered ones and online accuracy from feedback (``t`` is the bucket's start,
+        UNIX seconds). The page's traffic and accuracy charts read this."""
+        bucket = float(bucket_s)
+        w = (
+            Where("p.")
+            .equal(model_name=model_name)
+            .add("p.ts > ?", utcnow() - timedelta(seconds=float(window_s)))
+        )
+        t = f"CAST(floor(epoch(p.ts) / {bucket!r}) * {bucket!r} AS DOUBLE)"
+        rows = self._db.query(
+            f"""SELECT p.model_name, p.model_version, {t} AS t, count(*) AS requests,
+                       count(*) FILTER (WHERE p.status <> 'ok') AS errors,
+                       quantile_cont(p.latency_ms, 0.5) FILTER (WHERE p.status = 'ok') AS p50_ms,
+                       quantile_cont(p.latency_ms, 0.99) FILTER (WHERE p.status = 'ok') AS p99_ms
+                FROM predictions p {w.sql} GROUP BY 1, 2, 3 ORDER BY 1, 2, 3""",
+            w.params,
+        )  # fmt: skip
+        labelled = self._db.query(
+            f"""SELECT p.model_name, p.model_version, {t} AS t, count(*) AS labelled, corr(p.output, f.value) AS ic
+                FROM predictions p
+                JOIN (SELECT request_id, last(value ORDER BY ts) AS value FROM feedback GROUP BY request_id) f
+                USING (request_id)
+                {w.sql} AND p.status = 'ok' AND p.output IS NOT NULL GROUP BY 1, 2, 3""",
+            w.params,
+        )  # fmt: skip
+        acc = {
+            (r["model_name"], r["model_version"], r["t"]): r for r in labelled
+        }  # IC in SQL: no rows to Python
+        out = []
+        for r in rows:
+            n, errors = int(r["requests"]), int(r["errors"])
+            a = acc.get((r["model_name"], r["model_version"], r["t"])) or {"labelled": 0, "ic": None}
+            ic = finite_or_none(a["ic"]) if a["labelled"] >= 3 else None  # as online_accuracy: None below 3
+            out.append({**r, "t": float(r["t"]), "rps": n / bucket, "error_rate": errors / n if n else None,
+                        "labelled": int(a["labelled"]), "ic": ic})  # fmt: skip
+        return out
 
     def _aggregate(self, where: Where, keys: tuple[str, ...]) -> list[dict[str, Any]]:
         """Rows of the log matching ``where`` (alias ``p``), grouped by ``keys``: requests, errors, error rate,

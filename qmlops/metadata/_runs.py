@@ -163,6 +163,18 @@ class RunRepository:
         )
         return self.get(run_id)
 
+    def latest_metrics(self, run_ids: builtins.list[str]) -> dict[str, RunMetric]:
+        """Each run's latest logged step (runs with none are absent), for several runs in one query."""
+        if not run_ids:
+            return {}
+        w = Where().one_of("run_id", run_ids)
+        rows = self._db.query(
+            "SELECT run_id, step, ts, train_loss, valid_loss, valid_ic, best_step, early_stop, extra "
+            f"FROM run_metrics {w.sql} QUALIFY row_number() OVER (PARTITION BY run_id ORDER BY step DESC) = 1",
+            w.params,
+        )
+        return {r["run_id"]: _metric(r) for r in rows}
+
     def attach(self, run_id: str, *, model_version: str | None = None, report_uri: str | None = None) -> None:
         self.get(run_id)
         self._db.execute(
@@ -202,11 +214,12 @@ class RunRepository:
             "FROM run_metrics WHERE run_id = ? AND step > ? ORDER BY step",
             [run_id, int(after_step)],
         )
-        return [
-            RunMetric(r["run_id"], int(r["step"]), r["ts"], r["train_loss"], r["valid_loss"], r["valid_ic"],
-                      r["best_step"], loads(r["early_stop"]) or {}, loads(r["extra"]) or {})
-            for r in rows
-        ]  # fmt: skip
+        return [_metric(r) for r in rows]
+
+
+def _metric(r: dict[str, Any]) -> RunMetric:
+    return RunMetric(r["run_id"], int(r["step"]), r["ts"], r["train_loss"], r["valid_loss"], r["valid_ic"],
+                     r["best_step"], loads(r["early_stop"]) or {}, loads(r["extra"]) or {})  # fmt: skip
 
 
 def _record(row: dict[str, Any]) -> RunRecord:

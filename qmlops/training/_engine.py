@@ -531,11 +531,12 @@ def train(
         if result.oracle is not None:
             metrics.update(oracle_ic=result.oracle.oracle_ic, oracle_rank_ic=result.oracle.oracle_rank_ic,
                            oracle_share=result.oracle.share)  # fmt: skip
-        store.runs.finish(run_id, best_step=best_step, stop_reason=stop_reason, stopped_by=stopped_by,
-                          metrics=metrics)  # fmt: skip
+        # attached before the run is marked finished: a follower that sees "finished" finds the report at once
         store.runs.attach(
             run_id, model_version=(result.model_version or {}).get("id"), report_uri=result.report_uri
         )
+        store.runs.finish(run_id, best_step=best_step, stop_reason=stop_reason, stopped_by=stopped_by,
+                          metrics=metrics)  # fmt: skip
         return result
     except SystemExit:
         if not _in_tune_session():

@@ -17,6 +17,7 @@ __all__ = [
     "models_view",
     "catalogue_view",
     "runs_view",
+    "run_stage",
     "run_view",
     "rollouts_view",
     "jobs_view",
@@ -50,7 +51,7 @@ def models_view(store: Any, *, limit: int = 500) -> dict[str, Any]:
             "id": r.id, "version": r.version, "model_type": r.model_type, "state": r.state, "aliases": r.aliases,
             "created_at": r.created_at, "created_by": r.created_by, "metrics": r.metrics,
             "n_features": len((r.signature or {}).get("feature_names") or []), "run_id": r.tags.get("run_id"),
-            "report_uri": r.tags.get("report_uri"),
+            "report_uri": r.tags.get("report_uri"), "tags": r.tags,
         })  # fmt: skip
     _mark_served(store, names)
     histories = store.models.recent_history(sorted(names), per_name=50)
@@ -125,19 +126,65 @@ def _recommend(store: Any, dataset: str, feature_set: str) -> dict[str, Any]:
     return cached
 
 
+def run_stage(
+    run: dict[str, Any], last_step: int | None, early_stop: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """What a run is doing, from what it has stored: its stage (a word or two) and a short message.
+
+    A running run with no step yet is preparing its data and model; one whose last step reached the step budget
+    or whose early stopper ran out of patience is finishing (evaluating the test segment, writing the report,
+    registering); otherwise it is training.
+    """
+    status = run["status"]
+    if status == "finished":
+        return {"stage": "finished", "message": run.get("stop_reason") or ""}
+    if status == "failed":
+        return {
+            "stage": "failed",
+            "message": (run.get("error") or "").splitlines()[0][:200] if run.get("error") else "",
+        }
+    if last_step is None:
+        return {"stage": "preparing", "message": "reading the features and building the model"}
+    total, es = run.get("total_steps"), early_stop or {}
+    patience, since = es.get("patience"), es.get("since_best")
+    out_of_patience = (
+        isinstance(patience, int | float) and isinstance(since, int | float) and since >= patience
+    )
+    if (total and last_step >= total) or out_of_patience:
+        return {
+            "stage": "finishing",
+            "message": "evaluating on the test segment, writing the report, registering",
+        }
+    best = run.get("best_step")
+    return {"stage": "training",
+            "message": f"step {last_step}" + (f" of {total}" if total else "") + (f", best {best}" if best is not None else "")}  # fmt: skip
+
+
 def runs_view(
     store: Any, *, kind: str | None = None, status: str | None = None, limit: int = 50
 ) -> dict[str, Any]:
+    """Runs newest first, each with its latest logged step and stage (the progress bars read them)."""
     runs = store.runs.list(kind=kind, status=status, limit=limit)
-    return clean({"runs": [r.to_dict() for r in runs]})
+    latest = store.runs.latest_metrics([r.id for r in runs])
+    out = []
+    for r in runs:
+        data, last = r.to_dict(), latest.get(r.id)
+        step, early_stop = (last.step, last.early_stop) if last else (None, None)
+        out.append({**data, "last_step": step, **run_stage(data, step, early_stop)})
+    return clean({"runs": out})
 
 
 def run_view(store: Any, run_id: str, *, after_step: int = -1) -> dict[str, Any]:
     """One run and its per-step metrics after ``after_step`` (the live view polls with the last step it has)."""
     run = store.runs.get(run_id)
     metrics = store.runs.metrics(run.id, after_step=after_step)
+    data = run.to_dict()
+    last = (
+        metrics[-1] if metrics else store.runs.latest_metrics([run.id]).get(run.id)
+    )  # none new: the stored one
+    last_step, early_stop = (last.step, last.early_stop) if last else (None, None)
     return clean({
-        "run": run.to_dict(),
+        "run": {**data, **run_stage(data, last_step, early_stop)},
         "metrics": [{"step": m.step, "ts": m.ts, "train_loss": m.train_loss, "valid_loss": m.valid_loss,
                      "valid_ic": m.valid_ic, "best_step": m.best_step, "early_stop": m.early_stop}
                     for m in metrics],

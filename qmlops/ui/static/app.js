@@ -48,12 +48,13 @@ function table(columns, rows, opts = {}) {
     const tr = el("tr", { class: opts.onclick ? "clickable" : null, "data-key": opts.key ? opts.key(row) : null },
       columns.map(([, cell, o]) => {
         const v = cell(row);
-        return el("td", { class: o && o.num ? "num" : null }, v instanceof Node ? v : fmt(v));
+        return el("td", { class: o && o.num ? "num" : o && o.long ? "long" : null }, v instanceof Node ? v : fmt(v));
       }));
     if (opts.onclick) tr.addEventListener("click", () => opts.onclick(row));
     return tr;
   });
-  return rows.length ? el("table", { class: opts.cls || null }, el("thead", {}, head), el("tbody", {}, body))
+  // wrapped so that a wide table scrolls inside its box on a narrow window instead of cutting off columns
+  return rows.length ? el("div", { class: opts.tall ? "scroll tall" : "scroll" }, el("table", { class: opts.cls || null }, el("thead", {}, head), el("tbody", {}, body)))
     : empty(opts.empty || "nothing yet");
 }
 
@@ -82,58 +83,32 @@ function wsUrl(path) {
   return `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}${path}`;
 }
 
-// A line chart as SVG: series [{name, color, points: [[x, y], ...]}], optional vertical marker at x.
-function lineChart(series, opts = {}) {
-  const W = 640, H = 220, L = 56, R = 10, T = 14, B = 24;
-  const pts = series.flatMap((s) => s.points.filter((p) => p[1] !== null && Number.isFinite(p[1])));
-  const svg = document.createElementNS("http://www.w3.org/2000/svg", "svg");
-  svg.setAttribute("viewBox", `0 0 ${W} ${H}`);
-  svg.setAttribute("class", "chart");
-  if (opts.id) svg.setAttribute("id", opts.id);
-  const add = (tag, attrs, text) => {
-    const n = document.createElementNS("http://www.w3.org/2000/svg", tag);
-    for (const [k, v] of Object.entries(attrs)) n.setAttribute(k, v);
-    if (text !== undefined) n.textContent = text;
-    svg.append(n);
-    return n;
-  };
-  if (!pts.length) {
-    add("text", { x: W / 2, y: H / 2, "text-anchor": "middle" }, "no points yet");
-    return svg;
-  }
-  let [x0, x1] = [Math.min(...pts.map((p) => p[0])), Math.max(...pts.map((p) => p[0]))];
-  let [y0, y1] = [Math.min(...pts.map((p) => p[1])), Math.max(...pts.map((p) => p[1]))];
-  if (x1 === x0) x1 = x0 + 1;
-  if (y1 === y0) { y0 -= Math.abs(y0) * 0.01 || 1; y1 += Math.abs(y1) * 0.01 || 1; }
-  const sx = (x) => L + ((x - x0) / (x1 - x0)) * (W - L - R);
-  const sy = (y) => T + (1 - (y - y0) / (y1 - y0)) * (H - T - B);
-  add("line", { x1: L, y1: H - B, x2: W - R, y2: H - B, stroke: "#d0d5dd" });
-  add("line", { x1: L, y1: T, x2: L, y2: H - B, stroke: "#d0d5dd" });
-  add("text", { x: L - 4, y: T + 8, "text-anchor": "end" }, fmt(y1, 5));
-  add("text", { x: L - 4, y: H - B, "text-anchor": "end" }, fmt(y0, 5));
-  add("text", { x: L, y: H - 8 }, fmt(x0));
-  add("text", { x: W - R, y: H - 8, "text-anchor": "end" }, `${fmt(x1)} ${opts.xlabel || ""}`);
-  if (opts.marker !== undefined && opts.marker !== null && opts.marker >= x0 && opts.marker <= x1) {
-    add("line", { x1: sx(opts.marker), y1: T, x2: sx(opts.marker), y2: H - B, stroke: "#98a2b3",
-      "stroke-dasharray": "4 3" });
-    add("text", { x: sx(opts.marker) + 3, y: T + 8 }, `best ${opts.marker}`);
-  }
-  series.forEach((s, i) => {
-    const good = s.points.filter((p) => p[1] !== null && Number.isFinite(p[1]));
-    if (good.length) {
-      add("polyline", { fill: "none", stroke: s.color, "stroke-width": 1.6,
-        points: good.map((p) => `${sx(p[0]).toFixed(1)},${sy(p[1]).toFixed(1)}`).join(" ") });
-    }
-    add("text", { x: L + 8 + i * 110, y: T + 2, fill: s.color, style: `fill:${s.color}` }, s.name);
-  });
-  return svg;
-}
-
 // ---- views ---------------------------------------------------------------------------------------------
 const views = {};
+const WINDOW_S = 3600; // the infrastructure charts' look-back
+const BUCKET_S = 60;
+// the traffic charts' look-back and bucket width, chosen on the Serving view (kept for the session)
+const RANGES = { "15 min, 10 s buckets": [900, 10], "1 hour, 1 min buckets": [3600, 60], "1 day, 15 min buckets": [86400, 900] };
+const trafficRange = () => RANGES[sessionStorage.getItem("qmlops-range")] || RANGES["15 min, 10 s buckets"];
+
+// A run's progress as a bar with its stage and message (used by the runs list, the models view and a run's page).
+function progressOf(run, lastStep) {
+  const total = run.total_steps || null;
+  const done = run.status !== "running";
+  const share = done ? 1 : total && lastStep !== null && lastStep !== undefined ? Math.min(1, lastStep / total) : 0;
+  const text = done ? run.status : `${run.stage || "starting"}${run.message ? ": " + run.message : ""}`;
+  return el("div", { class: "progress", title: text },
+    el("div", { class: `progress-fill state-${run.status}`, style: `width:${(share * 100).toFixed(1)}%` }),
+    el("span", { class: "progress-text" }, `${Math.round(share * 100)}% · ${text}`));
+}
 
 views.models = async (root) => {
-  const data = await api("/v1/registry/models");
+  const [data, live] = await Promise.all([api("/v1/registry/models"), api("/v1/runs?status=running&limit=50")]);
+  root.append(section("training now (live)", table([
+    ["run", (r) => el("a", { href: `#training/${r.id}` }, r.id)], ["type", (r) => r.model_type || "–"],
+    ["name", (r) => r.name || "–"], ["progress", (r) => progressOf(r, r.last_step)],
+    ["best step", (r) => r.best_step, { num: true }], ["started", (r) => when(r.started_at)],
+  ], live.runs, { cls: "running", key: (r) => r.id, empty: "No training is running." })));
   if (!data.models.length) return root.append(empty("No registered models yet: train one with `qmlops train run`."));
   for (const m of data.models) {
     root.append(section(`${m.name}`,
@@ -144,12 +119,14 @@ views.models = async (root) => {
         ["note", (v) => v.serving_note || ""],
         ["aliases", (v) => v.aliases.join(", ") || "–"],
         ["type", (v) => v.model_type],
+        ["tags", (v) => Object.entries(v.tags || {}).filter(([k]) => !["run_id", "report_uri"].includes(k))
+          .map(([k, val]) => `${k}=${val}`).join(", ") || "–"],
         ["test IC", (v) => v.metrics.test_ic, { num: true }],
         ["test rank IC", (v) => v.metrics.test_rank_ic, { num: true }],
         ["features", (v) => v.n_features, { num: true }],
         ["registered", (v) => when(v.created_at)],
         ["run", (v) => (v.run_id ? el("a", { href: `#training/${v.run_id}` }, v.run_id.slice(0, 16)) : "–")],
-      ], m.versions, { key: (v) => v.id }),
+      ], m.versions, { key: (v) => v.id, cls: "versions" }),
       el("h3", {}, "lifecycle history"),
       table([
         ["when", (t) => when(t.changed_at)],
@@ -190,66 +167,126 @@ views.catalogue.noRefresh = true;
 views.training = async (root, arg) => {
   if (arg) return runDetail(root, arg);
   const data = await api("/v1/runs?limit=100");
-  root.append(section("runs (click one for its curves)", table([
+  root.append(section("runs (click one for its live view, curves and report)", table([
     ["run", (r) => r.id], ["kind", (r) => r.kind], ["type", (r) => r.model_type || "–"],
-    ["status", (r) => badge(r.status)], ["steps", (r) => r.total_steps, { num: true }],
+    ["status", (r) => badge(r.status)], ["progress", (r) => progressOf(r, r.last_step)],
     ["best step", (r) => r.best_step, { num: true }], ["stop reason", (r) => r.stop_reason || "–"],
     ["started", (r) => when(r.started_at)], ["seconds", (r) => r.duration_seconds, { num: true }],
   ], data.runs, { onclick: (r) => { location.hash = `#training/${r.id}`; }, key: (r) => r.id, cls: "runs" })));
 };
 
-function runDetail(root, runId) {
-  const steps = [];
+// One run: drawn at once from its stored steps; a running one then follows the run's WebSocket.
+async function runDetail(root, runId) {
+  const steps = new Map(); // step -> metrics row
   const fields = {
-    status: el("span", { id: "run-status" }, "connecting"), step: el("span", { id: "run-step" }, "–"),
+    status: el("span", { id: "run-status" }, "loading"), step: el("span", { id: "run-step" }, "–"),
     best: el("span", { id: "run-best" }, "–"), early: el("span", { id: "run-early-stop" }, "–"),
+    patience: el("span", { id: "run-patience-left" }, "–"),
     reason: el("span", { id: "run-stop-reason" }, "–"), ic: el("span", { id: "run-valid-ic" }, "–"),
   };
-  const head = el("div", { class: "kv" }, ["status", "step", "best", "early", "reason", "ic"].flatMap((k) => [
-    el("span", { class: "muted" }, { status: "status", step: "step", best: "best step", early: "early stopping",
-      reason: "stop reason", ic: "valid IC" }[k]), fields[k]]));
+  const labels = { status: "status", step: "step", best: "best step", early: "early-stopping state",
+    patience: "patience left", reason: "stop reason", ic: "valid IC" };
+  const head = el("div", { class: "kv" }, Object.keys(fields).flatMap((k) => [el("span", { class: "muted" }, labels[k]), fields[k]]));
   const title = el("h2", {}, `run ${runId}`);
+  const bar = el("div", { id: "run-progress" });
   const charts = el("div", { class: "grid" });
   const extra = el("div", {});
-  root.append(el("p", {}, el("a", { href: "#training" }, "← all runs")), el("section", {}, title, head), charts, extra);
+  root.append(el("p", {}, el("a", { href: "#training" }, "← all runs")), el("section", {}, title, bar, head), charts, extra);
   let run = null;
+
   const draw = () => {
+    const rows = [...steps.values()].sort((a, b) => a.step - b.step);
+    const x = rows.map((m) => m.step);
     const best = run && run.best_step;
-    const loss = lineChart([
-      { name: "train loss", color: "#2557d6", points: steps.map((m) => [m.step, m.train_loss]) },
-      { name: "valid loss", color: "#c0362c", points: steps.map((m) => [m.step, m.valid_loss]) },
-    ], { marker: best, xlabel: "step", id: "chart-loss" });
-    const ic = lineChart([{ name: "valid IC", color: "#13795b", points: steps.map((m) => [m.step, m.valid_ic]) }],
-      { marker: best, xlabel: "step", id: "chart-ic" });
-    charts.replaceChildren(section("loss", loss), section("validation IC", ic));
+    const marks = best !== null && best !== undefined ? [{ x: best, label: `best ${best}`, color: "#13795b" }] : [];
+    const lossData = [rows.map((m) => m.train_loss), rows.map((m) => m.valid_loss)];
+    const icData = [rows.map((m) => m.valid_ic)];
+    const loss = Charts.all["chart-loss"], ic = Charts.all["chart-ic"];
+    if (loss && charts.contains(loss.root) && ic && charts.contains(ic.root)) { // live: new data into this view's charts
+      loss.qmlops.marks = marks; ic.qmlops.marks = marks;
+      loss.setData([x, ...lossData]);
+      ic.setData([x, ...icData]);
+      return;
+    }
+    charts.replaceChildren(
+      el("section", {}, Charts.line("chart-loss", "loss per step", x, [
+        { label: "train loss", values: lossData[0] }, { label: "valid loss", values: lossData[1] }],
+      { xLabel: "step (boosting rounds / epochs)", yLabel: "loss", marks })),
+      el("section", {}, Charts.line("chart-ic", "validation IC per step", x, [{ label: "valid IC", values: icData[0], color: "#13795b" }],
+        { xLabel: "step (boosting rounds / epochs)", yLabel: "IC (Pearson)", marks,
+          note: icData[0].some((v) => v !== null) ? null : "no validation IC stored for these steps yet" })));
+    if (root.isConnected) Charts.mount();
   };
   const show = (msg) => {
     if (msg.error) { fields.status.replaceChildren(el("span", { class: "error" }, msg.error.reason)); return; }
     run = msg.run;
-    steps.push(...msg.metrics);
-    const last = steps[steps.length - 1];
+    for (const m of msg.metrics) steps.set(m.step, m);
+    const last = [...steps.values()].sort((a, b) => a.step - b.step).pop();
     title.textContent = `run ${run.id} · ${run.model_type || run.kind}${run.name ? " · " + run.name : ""}`;
+    bar.replaceChildren(progressOf(run, last && last.step));
     fields.status.replaceChildren(badge(run.status));
     fields.step.textContent = last ? `${last.step}${run.total_steps ? " / " + run.total_steps : ""}` : "–";
     fields.best.textContent = fmt(run.best_step ?? (last && last.best_step));
-    fields.early.textContent = last && last.early_stop ? Object.entries(last.early_stop).map(([k, v]) => `${k} ${fmt(v)}`).join(", ") || "–" : "–";
+    const es = (last && last.early_stop) || {};
+    fields.early.textContent = Object.entries(es).map(([k, v]) => `${k} ${fmt(v)}`).join(", ") || "–";
+    fields.patience.textContent = es.patience !== undefined && es.since_best !== undefined
+      ? String(Math.max(0, es.patience - es.since_best)) : "–";
     fields.reason.textContent = run.stop_reason || (run.status === "running" ? "still training" : "–");
     fields.ic.textContent = fmt(last && last.valid_ic);
     draw();
     if (run.status !== "running") {
       extra.replaceChildren(section("final metrics", kv(run.metrics)),
-        run.report_uri ? el("p", {}, el("a", { id: "run-report", href: `/v1/runs/${run.id}/report`, target: "_blank" },
-          "training report")) : empty(run.error || "no training report for this run"));
+        run.report_uri ? section("training report", el("p", {}, el("a", { id: "run-report", href: `/v1/runs/${run.id}/report`, target: "_blank" },
+          "open the training report (HTML, with its figures)"))) : empty(run.error || "no training report for this run"));
     }
   };
+  show(await api(`/v1/runs/${encodeURIComponent(runId)}`)); // a finished run is complete with this one read
+  if (run.status !== "running") return null;
+  let closed = false;
   const socket = new WebSocket(wsUrl(`/v1/ws/runs/${encodeURIComponent(runId)}`));
   socket.onmessage = (event) => show(JSON.parse(event.data));
-  socket.onclose = () => { if (!run) fields.status.textContent = fields.status.textContent === "connecting" ? "no connection" : fields.status.textContent; };
-  return () => socket.close();
+  socket.onclose = async () => {
+    if (closed || !run || run.status !== "running") return;
+    try { show(await api(`/v1/runs/${encodeURIComponent(runId)}`)); } catch (e) { /* the next visit reads it */ }
+  };
+  return () => { closed = true; socket.close(); };
+}
+
+// Request rate, error rate and latency per version over time, rollout steps and rollbacks marked.
+function trafficCharts(data, model) {
+  const versions = data.versions.filter((v) => v.model === model);
+  const label = (v) => `v${v.version}`;
+  const marks = data.markers.filter((m) => m.model === model).map((m) => ({
+    x: m.t, label: m.kind === "weights" ? "step" : m.kind === "rolled_back" ? "rollback" : "done",
+    color: m.kind === "rolled_back" ? "#c0362c" : m.kind === "succeeded" ? "#13795b" : "#98a2b3",
+  }));
+  const slug = model.replace(/[^A-Za-z0-9_-]/g, "_");
+  const note = `last ${data.window_s / 60} min in ${data.bucket_s} s buckets; vertical lines: rollout weight steps, rollbacks (red), completions (green)`;
+  const perVersion = (field) => versions.map((v) => ({ label: label(v), values: v[field] }));
+  return el("div", { class: "grid" },
+    Charts.line(`chart-rps-${slug}`, `${model}: request rate`, data.t, perVersion("rps"),
+      { time: true, xLabel: "time", yLabel: "requests / s", marks, note }),
+    Charts.line(`chart-errors-${slug}`, `${model}: error rate`, data.t,
+      versions.map((v) => ({ label: label(v), values: v.error_rate.map((r) => (r === null ? null : 100 * r)) })),
+      { time: true, xLabel: "time", yLabel: "% of requests failed", marks }),
+    Charts.line(`chart-latency-${slug}`, `${model}: latency p50 (solid) and p99 (dashed)`, data.t,
+      versions.flatMap((v, i) => [{ label: `${label(v)} p50`, values: v.p50_ms, color: Charts.color(i) },
+        { label: `${label(v)} p99`, values: v.p99_ms, color: Charts.color(i), dash: [6, 4] }]),
+      { time: true, xLabel: "time", yLabel: "ms", marks }),
+    Charts.line(`chart-ic-${slug}`, `${model}: online accuracy (IC from feedback)`, data.t, perVersion("ic"),
+      { time: true, xLabel: "time", yLabel: "IC (Pearson)", marks, note: "a bucket with fewer than 3 labelled predictions has no point" }));
 }
 
 views.rollouts = async (root) => {
-  const data = await api("/v1/rollouts");
+  const [windowS, bucketS] = trafficRange();
+  const [data, traffic] = await Promise.all([api("/v1/rollouts"), api(`/v1/ui/traffic?window_s=${windowS}&bucket_s=${bucketS}`)]);
+  const models = [...new Set(traffic.versions.map((v) => v.model))].sort();
+  const current = Object.keys(RANGES).find((k) => RANGES[k][0] === windowS);
+  const range = el("select", { id: "traffic-range", onchange: (e) => { sessionStorage.setItem("qmlops-range", e.target.value); route(); } },
+    Object.keys(RANGES).map((k) => el("option", { value: k, selected: k === current }, k)));
+  root.append(section("traffic and online accuracy per version", el("p", {}, "show the last ", range),
+    models.length ? models.map((m) => el("div", { class: "model-traffic" }, el("h3", {}, m), trafficCharts(traffic, m)))
+      : empty(`No predictions in the last ${current}.`)));
   root.append(section("current traffic", data.routes.length ? data.routes.map((t) => el("div", {},
     el("h3", {}, `${t.model} (revision ${t.revision}, sticky on ${t.sticky_field || "–"})`),
     table([["version", (e) => e.model_version], ["role", (e) => e.role],
@@ -273,18 +310,6 @@ views.rollouts = async (root) => {
       table([["#", (e) => e.seq, { num: true }], ["when", (e) => when(e.ts)], ["event", (e) => e.kind],
         ["detail", (e) => folded(e.detail)]], r.events)));
   }
-  const check = (c) => c.result || {};
-  root.append(section("performance tests", table([
-    ["when", (c) => when(c.ts)], ["version", (c) => c.model_version], ["ok", (c) => badge(String(c.ok), `ok-${c.ok}`)],
-    ["requests", (c) => check(c).requests, { num: true }], ["errors", (c) => check(c).errors, { num: true }],
-    ["rps", (c) => check(c).rps, { num: true }], ["p50 ms", (c) => check(c).p50_ms, { num: true }],
-    ["p99 ms", (c) => check(c).p99_ms, { num: true }], ["rollout", (c) => c.rollout_id || "–"],
-  ], data.performance_tests, { cls: "perf" })));
-  root.append(section("health checks", table([
-    ["when", (c) => when(c.ts)], ["version", (c) => c.model_version], ["ok", (c) => badge(String(c.ok), `ok-${c.ok}`)],
-    ["requests", (c) => check(c).requests, { num: true }], ["errors", (c) => check(c).errors, { num: true }],
-    ["rollout", (c) => c.rollout_id || "–"],
-  ], data.health_checks, { cls: "health" })));
 };
 
 views.experiments = async (root, arg) => {
@@ -295,11 +320,24 @@ views.experiments = async (root, arg) => {
     ["variants", (x) => x.variants.map((v) => `${v.name} ${v.weight}: ${v.model_version}`).join(", ")],
   ], data.experiments, { onclick: (x) => { location.hash = `#experiments/${x.id}`; }, key: (x) => x.id, cls: "experiments" })));
   if (!arg) return;
-  const res = await api(`/v1/experiments/${encodeURIComponent(arg)}/results`);
+  const [res, assigned] = await Promise.all([api(`/v1/experiments/${encodeURIComponent(arg)}/results`),
+    api(`/v1/experiments/${encodeURIComponent(arg)}/assignment?bucket_s=${BUCKET_S}`)]);
+  const rows = res.metrics || [];
+  const cats = rows.map((m) => `${m.metric} · ${m.variant}`);
+  const pct = (v) => (v === null || v === undefined ? null : 100 * v);
   root.append(section(`results of ${res.experiment.name}`,
     kv({ control: res.control, alpha: res.alpha, units: res.units, "SRM p-value": res.srm && res.srm.p_value,
       "sample-ratio mismatch": res.srm && res.srm.mismatch }),
     res.note ? empty(res.note) : null,
+    el("div", { class: "grid" },
+      rows.length ? Charts.intervals("chart-lift", "relative lift over the control with its confidence interval", cats,
+        rows.map((m) => pct(m.relative_lift)), rows.map((m) => pct(m.relative_ci && m.relative_ci[0])),
+        rows.map((m) => pct(m.relative_ci && m.relative_ci[1])),
+        { xLabel: "metric · variant", yLabel: "lift (%)", estimateLabel: "lift", note: `${Math.round((1 - res.alpha) * 100)}% intervals; dashed: no change` })
+        : empty("no metric to chart yet"),
+      Charts.line("chart-assignment", "units assigned so far per variant", assigned.t,
+        Object.entries(assigned.variants).map(([name, values]) => ({ label: name, values })),
+        { time: true, step: true, xLabel: "time", yLabel: "units (cumulative)", note: `first exposures, ${assigned.bucket_s} s buckets` })),
     table([["metric", (m) => m.metric], ["variant", (m) => m.variant], ["test", (m) => m.test],
       ["control", (m) => m.control_mean, { num: true }], ["variant mean", (m) => m.variant_mean, { num: true }],
       ["lift", (m) => m.relative_lift, { num: true }],
@@ -307,12 +345,32 @@ views.experiments = async (root, arg) => {
       ["p (Holm)", (m) => m.adjusted_p_value, { num: true }],
       ["always-valid p", (m) => m.always_valid_p_value, { num: true }],
       ["significant", (m) => badge(m.significant ? "yes" : "no", `ok-${m.significant}`)]],
-    res.metrics, { cls: "results" })));
+    rows, { cls: "results" })));
 };
 
-views.drift = async (root) => {
-  const data = await api("/v1/drift?full=true&limit=10");
+views.drift = async (root, arg) => {
+  const [model, version] = arg ? arg.split("@") : [null, null];
+  const q = model ? `?model=${encodeURIComponent(model)}&version=${encodeURIComponent(version)}` : "";
+  const [data, hist] = await Promise.all([api("/v1/drift?full=true&limit=10"), api(`/v1/ui/drift${q}`)]);
   if (!data.reports.length) return root.append(empty("No drift report yet: the gateway writes one per served version once enough requests arrived."));
+  const heat = hist.heat;
+  const score = sessionStorage.getItem("qmlops-drift-score") === "statistic" ? "statistic" : "psi";
+  const scorePick = el("select", { id: "drift-score", onchange: (e) => { sessionStorage.setItem("qmlops-drift-score", e.target.value); route(); } },
+    el("option", { value: "psi", selected: score === "psi" }, "PSI"),
+    el("option", { value: "statistic", selected: score === "statistic" }, "test statistic (KS or chi-square)"));
+  const pick = el("select", { id: "drift-version", onchange: (e) => { location.hash = `#drift/${e.target.value}`; } },
+    hist.versions.map((v) => el("option", { value: `${v.model}@${v.version}`, selected: v.model === hist.model && v.version === hist.version },
+      `${v.model} ${v.version}`)));
+  const psi = score === "psi";
+  root.append(section(`drift over time: ${hist.model} ${hist.version}`, el("p", {}, "version ", pick, " score ", scorePick),
+    el("div", { class: "grid" },
+      Charts.heatmap("chart-drift-heatmap", `${psi ? "PSI" : "test statistic"} of the top ${heat.features.length} features by PSI`,
+        heat.t, heat.features, psi ? heat.psi : heat.statistic,
+        { threshold: psi ? hist.threshold : null, xLabel: "report time", yLabel: "feature",
+          note: psi ? `colour: PSI (white 0, amber at the threshold ${hist.threshold}, dark red at the largest, log scale above the threshold); outlined: above the threshold (${hist.threshold_source})`
+            : "colour: the per-feature test's statistic (KS distance, or chi-square for discrete features), white 0 to dark red at the largest; no alert rule reads it, so nothing is outlined" }),
+      Charts.line("chart-drift-share", "share of features drifted per report", heat.t,
+        [{ label: "drift share", values: heat.drift_share }], { time: true, xLabel: "report time", yLabel: "share of features" }))));
   root.append(section("drift reports", table([
     ["when", (r) => when(r.ts)], ["model", (r) => r.model_name], ["version", (r) => r.model_version],
     ["rows", (r) => r.n_rows, { num: true }], ["drift share", (r) => r.drift_share, { num: true }],
@@ -324,12 +382,13 @@ views.drift = async (root) => {
     latest.prediction ? el("div", {}, el("h3", {}, "predictions"), kv(latest.prediction)) : null,
     table([["feature", (f) => f.feature], ["PSI", (f) => f.psi, { num: true }], ["statistic", (f) => f.statistic, { num: true }],
       ["p-value", (f) => f.p_value, { num: true }], ["test", (f) => f.test],
-      ["drifted", (f) => badge(f.drifted_corrected ? "yes" : "no", `ok-${!f.drifted_corrected}`)]], feats, { cls: "features" })));
+      ["drifted", (f) => badge(f.drifted_corrected ? "yes" : "no", `ok-${!f.drifted_corrected}`)]], feats, { cls: "features", tall: true })));
 };
 
 const ALERT_COLUMNS = [
     ["when", (x) => when(x.ts)], ["severity", (x) => badge(x.severity, x.severity)], ["source", (x) => x.source],
-    ["subject", (x) => x.subject], ["message", (x) => x.message], ["repeats", (x) => x.repeats, { num: true }],
+    ["subject", (x) => x.subject, { long: true }], ["message", (x) => x.message, { long: true }],
+    ["repeats", (x) => x.repeats, { num: true }],
     ["acknowledged", (x) => (x.acknowledged_by ? `${x.acknowledged_by}` : el("button", { onclick: (e) => ack(e, x.id) }, "ack"))],
 ];
 
@@ -340,7 +399,10 @@ async function ack(event, id) {
       headers: { authorization: `Bearer ${tokenInput.value}`, "content-type": "application/json" },
       body: JSON.stringify({ by: "ui" }) });
     route();
-  } catch (e) { statusLine.textContent = `ack failed: ${e.message}`; }
+  } catch (e) {
+    statusLine.textContent = `ack failed: ${e.message}`;
+    holdStatus = Date.now() + 15000; // the next refreshes leave the message up for a while
+  }
 }
 
 views.alerts = async (root) => {
@@ -348,24 +410,80 @@ views.alerts = async (root) => {
   root.append(section("alerts (new ones arrive live)", table(ALERT_COLUMNS, data.alerts, { cls: "alerts", key: (a) => a.id })));
 };
 
-views.resources = async (root) => {
-  const data = await api("/v1/resources");
-  root.append(section("per node (latest sample)", table([
+// Nodes and their resources, the admission queue, deployments with replicas, health checks, performance tests.
+views.infrastructure = async (root) => {
+  const data = await api(`/v1/ui/infrastructure?window_s=${WINDOW_S}`);
+  const nodeCharts = data.nodes.map((n) => {
+    const s = n.series;
+    const slug = n.node_id.slice(0, 12);
+    const gpuUtil = s.gpu_utilization.map((values, g) => ({ label: `GPU ${g} utilisation`, values }));
+    const gpuMem = s.gpu_memory_percent.map((values, g) => ({ label: `GPU ${g} memory`, values, dash: [6, 4] }));
+    return Charts.line(`chart-node-${slug}`, `${n.hostname || slug} (${slug}): CPU, memory${gpuUtil.length ? ", GPU" : ""}`, s.t,
+      [{ label: "CPU", values: s.cpu_percent }, { label: "memory", values: s.memory_percent }, ...gpuUtil, ...gpuMem],
+      { time: true, xLabel: "time", yLabel: "% used", yRange: [0, 100], note: gpuUtil.length ? null : "no GPU on this node" });
+  });
+  root.append(section("nodes", table([
     ["node", (n) => n.node_id.slice(0, 12)], ["host", (n) => n.hostname], ["sampled", (n) => when(n.ts)],
     ["CPU %", (n) => n.cpu_percent, { num: true }], ["memory %", (n) => n.memory_percent, { num: true }],
     ["disk %", (n) => n.disk_percent, { num: true }],
     ["GPUs", (n) => (n.gpus.length ? n.gpus.map((g) => `${g.name || "gpu"} ${fmt(g.utilization)}%`).join(", ") : n.gpu_note || "none")],
-  ], data.nodes, { cls: "nodes", empty: "No samples: the resource monitor starts with `qmlops serve start`." })));
+  ], data.nodes, { cls: "nodes", empty: "No samples: the resource monitor starts with `qmlops serve start`." }),
+  el("div", { class: "grid" }, nodeCharts)));
+  const jt = data.job_timeline;
+  root.append(section("job queue",
+    jt.t.length ? el("div", { class: "grid" }, Charts.line("chart-jobs", "jobs queued and running over time", jt.t,
+      [{ label: "queued", values: jt.queued }, { label: "running", values: jt.running }],
+      { time: true, step: true, xLabel: "time", yLabel: "jobs" })) : empty("No job has been queued yet."),
+    el("h3", {}, "waiting for admission (highest priority first)"),
+    table([["id", (j) => j.id], ["name", (j) => j.name], ["priority", (j) => j.priority, { num: true }],
+      ["CPUs", (j) => j.num_cpus, { num: true }], ["GPUs", (j) => j.num_gpus, { num: true }],
+      ["submitted", (j) => when(j.submitted_at)]], data.queue, { cls: "queue", empty: "Nothing is waiting." }),
+    el("h3", {}, "recent jobs"),
+    table([
+      ["id", (j) => j.id], ["name", (j) => j.name], ["state", (j) => badge(j.state)], ["priority", (j) => j.priority, { num: true }],
+      ["CPUs", (j) => j.num_cpus, { num: true }], ["GPUs", (j) => j.num_gpus, { num: true }],
+      ["submitted", (j) => when(j.submitted_at)], ["entrypoint", (j) => j.entrypoint],
+    ], data.jobs, { cls: "jobs", empty: "The queue is empty: `qmlops jobs submit` adds jobs." })));
+  const deps = Object.entries(data.deployments);
+  root.append(section("deployments",
+    deps.length ? table([["deployment", ([name]) => name], ["status", ([, d]) => badge(d.status.toLowerCase(), d.status === "HEALTHY" ? "finished" : "pending")],
+      ["replicas", ([, d]) => Object.entries(d.replicas).map(([k, v]) => `${v} ${k.toLowerCase()}`).join(", ") || "–"],
+      ["message", ([, d]) => d.message || ""]], deps, { cls: "deployments" }) : empty("Serve reports no deployment."),
+    el("h3", {}, "routes"),
+    table([["model", (t) => t.model], ["revision", (t) => t.revision, { num: true }],
+      ["versions (weight %)", (t) => t.entries.map((e) => `${e.model_version} ${e.role} ${fmt(e.weight)}`).join(", ")],
+      ["updated", (t) => when(t.updated_at)]], data.routes, { cls: "routes", empty: "No model is served." })));
+  const check = (c) => c.result || {};
+  const latest = data.latest_performance_test;
+  root.append(section("performance tests",
+    latest ? el("div", { id: "latest-perf" }, el("h3", {}, `latest: ${latest.model_version}, ${when(latest.ts)}`),
+      kv({ ok: latest.ok, rps: check(latest).rps, "p50 ms": check(latest).p50_ms, "p99 ms": check(latest).p99_ms,
+        requests: check(latest).requests, errors: check(latest).errors })) : empty("No performance test yet (rollouts run them)."),
+    data.performance_history.length ? el("div", { class: "grid" },
+      Charts.line("chart-perf-rps", "throughput per performance test, per version", perfAxis(data.performance_history),
+        perfSeries(data.performance_history, "rps"), { time: true, xLabel: "test time", yLabel: "requests / s" }),
+      Charts.line("chart-perf-p99", "p99 latency per performance test, per version", perfAxis(data.performance_history),
+        perfSeries(data.performance_history, "p99_ms"), { time: true, xLabel: "test time", yLabel: "ms" })) : null));
+  root.append(section("health checks", table([
+    ["when", (c) => when(c.ts)], ["version", (c) => c.model_version], ["ok", (c) => badge(String(c.ok), `ok-${c.ok}`)],
+    ["requests", (c) => check(c).requests, { num: true }], ["errors", (c) => check(c).errors, { num: true }],
+    ["rollout", (c) => c.rollout_id || "–"],
+  ], data.health_checks, { cls: "health" })));
 };
 
-views.jobs = async (root) => {
-  const data = await api("/v1/jobs");
-  root.append(section("job queue", table([
-    ["id", (j) => j.id], ["name", (j) => j.name], ["state", (j) => badge(j.state)], ["priority", (j) => j.priority, { num: true }],
-    ["CPUs", (j) => j.num_cpus, { num: true }], ["GPUs", (j) => j.num_gpus, { num: true }],
-    ["submitted", (j) => when(j.submitted_at)], ["entrypoint", (j) => j.entrypoint],
-  ], data.jobs, { cls: "jobs", empty: "The queue is empty: `qmlops jobs submit` adds jobs." })));
-};
+// performance history: one time axis over every version's tests, each version a series with gaps elsewhere
+function perfAxis(history) {
+  return [...new Set(history.flatMap((h) => h.t))].sort((a, b) => a - b);
+}
+function perfSeries(history, field) {
+  const axis = perfAxis(history);
+  return history.map((h) => {
+    const at = new Map(h.t.map((t, i) => [t, h[field][i]]));
+    return { label: h.model_version, values: axis.map((t) => (at.has(t) ? at.get(t) : null)) };
+  });
+}
+
+const ALIASES = { resources: "infrastructure", jobs: "infrastructure" };
 
 views.loop = async (root, arg) => {
   const data = await api(`/v1/loops${arg ? `?name=${encodeURIComponent(arg)}` : ""}`);
@@ -389,11 +507,13 @@ views.loop = async (root, arg) => {
 // ---- router --------------------------------------------------------------------------------------------
 let cleanup = null;
 let timer = null;
+let holdStatus = 0; // until when the status line keeps a message (a failed acknowledgement)
 let generation = 0; // a view that finishes loading after the user moved on is dropped
 
 async function route() {
   const mine = ++generation;
-  const [name, ...rest] = (location.hash.slice(1) || "models").split("/");
+  const [asked, ...rest] = (location.hash.slice(1) || "models").split("/");
+  const name = ALIASES[asked] || asked;
   const arg = rest.join("/") || null;
   const render = views[name] || views.models;
   if (cleanup) { cleanup(); cleanup = null; }
@@ -404,8 +524,10 @@ async function route() {
     const result = await render(fresh, arg);
     if (mine !== generation) { if (typeof result === "function") result(); return; }
     if (typeof result === "function") cleanup = result;
+    Charts.reset();
     view.replaceChildren(fresh);
-    statusLine.textContent = `updated ${new Date().toLocaleTimeString()}`;
+    Charts.mount();
+    if (Date.now() > holdStatus) statusLine.textContent = `updated ${new Date().toLocaleTimeString()}`;
   } catch (e) {
     if (mine !== generation) return;
     view.replaceChildren(el("p", { class: "error", id: "view-error" }, e.message));
