@@ -27,7 +27,8 @@ def run_demo(console: Console | None = None, *, engine: str = "ray", keep_servin
     """The pipeline end to end on the bundled S&P 500 data (see the stage headings it prints):
 
     ingest -> features (Ray Data) -> train LightGBM / Linear / MLP as Ray tasks -> LightGBM and Linear on a
-    small planted market, their test IC against the oracle's -> serve the LightGBM ->
+    small planted market, their test IC against the oracle's -> a short replay of the daily loop over a planted
+    market with a regime change (decay, retrain, shadow, promotion; its HTML report) -> serve the LightGBM ->
     a short ASHA + TPE search, best registered -> blue-green to it -> canary a second model under traffic
     replayed from the held-out days -> a drift period raising an alert -> a bad model rolled back by the gates
     -> an A/B experiment with business events and its analysis -> SHAP and the indicator impact report."""
@@ -92,6 +93,7 @@ def run_demo(console: Console | None = None, *, engine: str = "ray", keep_servin
     if summary.get("report_uri"):
         console.print(f"   training report: {summary['report_uri']}")
     _quality_stage(console, out, engine)
+    _loop_stage(console, out)
     if engine == "ray":
         _serve_stage(console, out, rec.id)
         _tune_stage(console, out, rec.id)
@@ -150,6 +152,71 @@ def _quality_stage(console: Console, out: DemoResult, engine: str) -> None:
         rows.append({"model_type": model_type, "run_id": result.run_id, **o.to_dict()})
     out.stages["quality_dataset"] = rec.id
     out.stages["quality"] = rows
+
+
+# A small planted market whose 5-day reversal turns into 5-day momentum (the same feature, the other sign) at
+# day LOOP_MARKET["change_day"]: the production model's IC turns negative, the decay trigger retrains, the shadow
+# gate promotes the retrained model.
+LOOP_MARKET = {
+    "n_instruments": 60,
+    "n_days": 230,
+    "seed": 3,
+    "strength": 0.2,
+    "change_day": 160,
+    "from_day": 120,
+}
+LOOP_POLICY = {
+    "train_days": 40,
+    "min_history_days": 120,
+    "retrain_every": 0,
+    "trigger": {"ic_floor": 0.05, "ic_window": 5, "ic_days": 2, "cooldown_days": 10},
+    "shadow": {"min_days": 5, "max_days": 20, "alpha": 0.05},
+}
+
+
+def _loop_stage(console: Console, out: DemoResult) -> None:
+    """A short replay of the daily loop over a planted market with a regime change; writes the loop's HTML report
+    (online IC timeline against the oracle, the retrain and the promotion)."""
+    from pathlib import Path
+
+    import pandas as pd
+
+    from qmlops.config import get_settings
+    from qmlops.data import PlantedSpec, Regime, SignalSpec, ingest, load_dataset
+    from qmlops.loop import LoopController
+    from qmlops.loop._report import loop_summary, render_loop_report
+
+    m = LOOP_MARKET
+    before = SignalSpec(weights={"reversal_5": 1.0}, strength=float(m["strength"]))
+    after = SignalSpec(weights={"reversal_5": -1.0}, strength=float(m["strength"]))
+    spec = PlantedSpec(int(m["n_instruments"]), int(m["n_days"]), int(m["seed"]), before,
+                       regimes=(Regime(int(m["change_day"]), after),))  # fmt: skip
+    rec = ingest("planted", name="planted-loop-demo", spec=spec).record
+    days = sorted(pd.DatetimeIndex(load_dataset(rec.id)["date"].unique()))
+    first, change = days[int(m["from_day"])], days[int(m["change_day"])]
+    console.print(f"[bold]3c. loop[/bold] the daily loop replayed over a planted market ({spec.n_instruments} "
+                  f"instruments, days {first.date()} .. {days[-1].date()}): reversal turns into momentum on "
+                  f"{change.date()}; ingest -> features -> score -> mature -> watch -> retrain -> shadow -> promote")  # fmt: skip
+    name = f"demo-{rec.id[-8:]}"
+    ctl = LoopController.open_replay(name, rec.id, str(first.date()), policy=LOOP_POLICY)
+    with console.status(f"replaying {len(ctl.replay_days)} market days"):
+        ctl.run()
+    store = ctl.store
+    for d in store.loops.decisions(ctl.id):
+        if d["kind"] in ("retrain", "promote", "archive"):
+            console.print(
+                f"   {d['day']} {d['kind']} {d['model_version'] or ''}: {d['reason']}", highlight=False
+            )
+    summary = loop_summary(store, ctl.id)
+    path = Path(get_settings().home) / "reports" / f"loop-{name}.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_loop_report(store, ctl.id), encoding="utf-8")
+    console.print(f"   {summary['days']} days; production online IC {summary.get('production_mean_ic') or 0:+.4f} "
+                  f"vs oracle {summary.get('oracle_mean_ic') or 0:+.4f}; {summary.get('n_retrain', 0)} retrains, "
+                  f"{summary.get('n_promote', 0)} promotions, {summary.get('n_archive', 0)} archived; "
+                  f"report: {path}")  # fmt: skip
+    out.stages["loop"] = {"id": ctl.id, "dataset": rec.id, "change_day": str(change.date()), **summary}
+    out.stages["loop_report"] = str(path)
 
 
 def _pick_port() -> int:
@@ -276,6 +343,11 @@ def _rollout_stage(console: Console, out: DemoResult, dataset_id: str) -> None:
     console.print(f"   {ro['id']}: {done['state']} after {replay.sent} replayed requests; last gates: " + "; ".join(
         f"{g['name']} {'pass' if g['ok'] else 'FAIL'}" for g in gates))  # fmt: skip
     out.stages["canary"] = done["state"]
+    quality = {r["model_type"]: r for r in out.stages.get("quality") or []}
+    if quality:
+        console.print("   (the S&P year has no signal, so its test ICs cannot rank these two; on stage 3b's planted "
+                      "market, where they can: " + ", ".join(f"{k} test IC {r['model_ic']:+.4f} vs oracle "
+                      f"{r['oracle_ic']:+.4f}" for k, r in quality.items()) + ")", highlight=False)  # fmt: skip
 
     console.print("[bold]8. drift[/bold] a period where volume features move: the inline drift tests flag it")
     shifted = _held_out_rows(dataset_id, shift=True)
@@ -391,6 +463,8 @@ def _summary(console: Console, out: DemoResult) -> None:
         f"Serve: {url}/v1/predict, {url}/docs, {url}/v1/metrics/models, {url}/v1/drift, {url}/v1/alerts"
     )
     console.print(f"the demo's report (every stage): {out.stages.get('report')}")
+    console.print(f"the daily loop's report (IC timeline, regime change, retrain, promotion): "
+                  f"{out.stages.get('loop_report')}")  # fmt: skip
     console.print(f"experiment report: {out.stages.get('experiment_report')}")
     console.print(f"explanations: {out.stages.get('explain_report')}")
     from ray._private.worker import get_dashboard_url
@@ -459,6 +533,20 @@ def _write_report(console: Console, out: DemoResult) -> None:
         + img_tag(png_bytes(fig), "validation loss per step")
         + table(rows, ["run", "type", "test IC", "Rank IC", "stop", "report"])
     )
+    quality = out.stages.get("quality") or []
+    if quality:
+        parts.append(f"<h2>3b. Quality against the oracle (planted market {esc(str(out.stages.get('quality_dataset')))})"
+                     "</h2><p>The S&amp;P year has no signal a model can find; on this market the oracle (the planted "
+                     "signal itself) is the best possible prediction, so a model's test IC reads as a share of "
+                     "it.</p>" + table(quality, ["model_type", "run_id", "model_ic", "oracle_ic", "share",
+                                                  "model_rank_ic", "oracle_rank_ic", "n_days"]))  # fmt: skip
+    loop = out.stages.get("loop")
+    if loop:
+        parts.append(f"<h2>3c. The daily loop over a planted market with a regime change ({esc(str(loop['change_day']))})"
+                     f"</h2><p><a href='file://{esc(str(out.stages.get('loop_report')))}'>the loop's report</a> "
+                     "(online IC timeline against the oracle, retrains, shadow verdicts, promotions)</p>"
+                     + table([loop], ["id", "dataset", "days", "production_mean_ic", "oracle_mean_ic",
+                                      "production_vs_oracle", "n_retrain", "n_promote", "n_archive"]))  # fmt: skip
     trials = store.runs.list(kind="trial", parent_id=out.stages.get("tune_run"), limit=100)
     trows = [{"trial": t.id, "type": t.model_type, "status": t.status, "valid_loss": t.metrics.get("valid_loss"),
               "best step": t.best_step, "stopped by": t.stopped_by} for t in trials]  # fmt: skip
