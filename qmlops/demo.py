@@ -158,18 +158,18 @@ def _quality_stage(console: Console, out: DemoResult, engine: str) -> None:
 # day LOOP_MARKET["change_day"]: the production model's IC turns negative, the decay trigger retrains, the shadow
 # gate promotes the retrained model.
 LOOP_MARKET = {
-    "n_instruments": 60,
+    "n_instruments": 100,
     "n_days": 230,
     "seed": 3,
-    "strength": 0.2,
-    "change_day": 160,
+    "strength": 0.3,
+    "change_day": 165,
     "from_day": 120,
 }
 LOOP_POLICY = {
-    "train_days": 40,
+    "train_days": 60,
     "min_history_days": 120,
     "retrain_every": 0,
-    "trigger": {"ic_floor": 0.05, "ic_window": 5, "ic_days": 2, "cooldown_days": 10},
+    "trigger": {"ic_floor": 0.05, "ic_window": 5, "ic_days": 3, "cooldown_days": 10},
     "shadow": {"min_days": 5, "max_days": 20, "alpha": 0.05},
 }
 

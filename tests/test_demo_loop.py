@@ -26,7 +26,7 @@ def test_loop_stage_replays_a_regime_change_retrains_and_promotes(tmp_home: Path
     # the first model goes to production; after the change a retrained model is promoted
     assert any(d["kind"] == "retrain" and pd.Timestamp(d["day"]) > change for d in decisions)
     assert any(d["kind"] == "promote" and pd.Timestamp(d["day"]) > change for d in decisions)
-    assert 0.1 < loop["oracle_mean_ic"] < 0.3  # the planted strength 0.2 in both regimes
+    assert 0.2 < loop["oracle_mean_ic"] < 0.4  # the planted strength 0.3 in both regimes
     page = Path(out.stages["loop_report"]).read_text()
     assert "IC timeline" in page and "data:image/png;base64," in page and "promote" in page
     store.close()
