@@ -10,6 +10,7 @@ import pandas as pd
 from rich.console import Console
 
 from qmlops.demo import DemoResult, _loop_stage
+from qmlops.loop._report import _regime_changes
 from qmlops.metadata import get_store
 
 
@@ -29,4 +30,5 @@ def test_loop_stage_replays_a_regime_change_retrains_and_promotes(tmp_home: Path
     assert 0.2 < loop["oracle_mean_ic"] < 0.4  # the planted strength 0.3 in both regimes
     page = Path(out.stages["loop_report"]).read_text()
     assert "IC timeline" in page and "data:image/png;base64," in page and "promote" in page
+    assert _regime_changes(store, loop["id"]) == [change]  # marked on the timeline plot
     store.close()

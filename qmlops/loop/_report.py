@@ -104,11 +104,28 @@ def timeline_plot(store: Store, loop_id: str, window: int = 20) -> bytes:
         if d["kind"] in ("retrain", "promote"):
             ax.axvline(pd.Timestamp(d["day"]), color="tab:green" if d["kind"] == "promote" else "tab:gray",
                        ls="-" if d["kind"] == "promote" else ":", lw=1)  # fmt: skip
+    for k, change in enumerate(_regime_changes(store, loop_id)):
+        ax.axvline(
+            change,
+            color="tab:red",
+            ls="--",
+            lw=1.5,
+            label="regime change (planted market)" if k == 0 else None,
+        )
     ax.axhline(0, color="gray", lw=0.5)
     ax.set_ylabel("online IC")
     ax.set_title(f"loop {loop_id}: online IC (retrains dotted, promotions solid green)")
     ax.legend(loc="lower left", fontsize=8)
     return png_bytes(fig)
+
+
+def _regime_changes(store: Store, loop_id: str) -> list[pd.Timestamp]:
+    """First days of the source market's later regimes, when the source is a planted market (else none)."""
+    source = store.loops.get(loop_id).get("source")
+    if not source:
+        return []
+    oracle = (store.datasets.get(source).config or {}).get("oracle") or []
+    return [pd.Timestamp(r["first_date"]) for r in oracle if r.get("regime", 0) > 0 and r.get("first_date")]
 
 
 def render_loop_report(store: Store, loop_id: str) -> str:
