@@ -367,3 +367,24 @@ def test_deploy_cli_shadow(served: Served) -> None:
         assert [w[v2] for w in weights] == [[0.0, "standby"], [0.0, "shadow"], [100.0, "stable"]]
     finally:
         _reset(served)
+
+
+def test_the_loops_deploying_promotion_of_a_served_model_is_a_shadow_rollout(served: Served) -> None:
+    import pandas as pd
+
+    from qmlops.config import get_settings
+    from qmlops.loop import LoopController, load_policy
+
+    store, v2 = get_store(), served.versions["alpha2"]["id"]
+    policy = load_policy({"deploy": True}).model_dump(mode="json")
+    loop = store.loops.create("shadow-promotion", dataset="sub", source=None, mode="live", policy=policy,
+                              model="alpha")  # fmt: skip
+    try:
+        controller = LoopController(loop, store=store, settings=get_settings())
+        controller._promote(pd.Timestamp(served.test_day), v2, "beat production over the matured days")
+        decision = store.loops.decisions(loop["id"], kind="promote")[-1]
+        rollout = store.serving.get_rollout(decision["details"]["rollout"])
+        assert rollout["strategy"] == "shadow" and rollout["state"] == "succeeded", rollout["reason"]
+        assert ServeService().table("alpha").route("anyone").model_version == v2
+    finally:
+        _reset(served)
