@@ -6,7 +6,8 @@ without a redeploy and without dropping requests in flight. Per version the gate
 (time, latency, ok) that rollout gates read (``stats``). Monitoring (:class:`qmlops.monitoring.GatewayMonitor`)
 logs every answered prediction, feeds the drift windows and evaluates alert rules off the request path; its
 read endpoints are ``/v1/predictions``, ``/v1/metrics/models``, ``/v1/drift``, ``/v1/alerts`` (and the
-``/v1/ws/alerts`` WebSocket) and ``/v1/resources``.
+``/v1/ws/alerts`` WebSocket) and ``/v1/resources``. A routing table's ``shadow`` entries get a mirrored copy of
+each routed request, scored in a background task after the answer is built and logged with variant ``shadow``.
 
 (No ``from __future__ import annotations`` here: FastAPI reads the route signatures' annotations at runtime.)
 """
@@ -40,6 +41,9 @@ MAX_ROWS = 1_000
 WINDOW = 50_000  # latency samples kept per version
 MAX_BATCH = 32  # requests per model-server call
 MAX_IN_FLIGHT = 2  # model-server calls per version at a time; requests arriving meanwhile form the next batch
+MAX_SHADOW_PENDING = (
+    256  # mirrored requests waiting for a shadow version; more are dropped (and counted), not queued
+)
 
 log = logging.getLogger("qmlops.gateway")
 
@@ -237,6 +241,8 @@ class Gateway:
         # request ids this replica answered lately: feedback for them is known before the log's next flush
         self.issued: dict[str, int] = {}
         self.feedback_rejected = 0
+        self._shadow_tasks: set[asyncio.Task] = set()
+        self.shadow_dropped = 0
 
     # -- configuration ------------------------------------------------------------------------------------
     def reconfigure(self, config: dict[str, Any]) -> None:
@@ -516,6 +522,7 @@ class Gateway:
         name, key, entry, label, experiment = self._resolve(body)
         info = self._info(entry.model_version)
         rows, index = self._rows(body, info)
+        overhead_ms = (time.perf_counter() - started) * 1000  # parsing and routing, charged to shadows too
         ok = False
         predictions: list[float] | None = None
         try:
@@ -543,9 +550,53 @@ class Gateway:
                 del self.issued[old]
         if len(predictions) > 1:  # the prediction log and /v1/feedback know each row as request_id/i
             response["request_ids"] = [f"{request_id}/{i}" for i in range(len(predictions))]
+        if body.get("version") is None and experiment is None and entry.role != "shadow":
+            self._mirror(name, request_id, body, info, rows, overhead_ms)
         for hook in self.hooks:
             hook({**response, "inputs": rows, "ts": time.time(), "status": "ok"})
         return JSONResponse(response)
+
+    # -- shadow scoring ----------------------------------------------------------------------------------
+    def _mirror(self, name: str, request_id: str, body: dict[str, Any], info: _VersionInfo, rows: np.ndarray,
+                overhead_ms: float) -> None:  # fmt: skip
+        """A copy of a routed request for every ``shadow`` entry, scored in a background task: the answer is
+        already built and never waits for it, and a shadow's failure never reaches the client."""
+        table = self.tables.get(name)
+        for entry in [e for e in table.entries if e.role == "shadow"] if table is not None else []:
+            if (
+                len(self._shadow_tasks) >= MAX_SHADOW_PENDING
+            ):  # a slow shadow sheds copies, never holds live ones
+                self.shadow_dropped += 1
+                continue
+            task = asyncio.get_running_loop().create_task(
+                self._shadow(name, request_id, body, info, rows, entry, overhead_ms)
+            )
+            self._shadow_tasks.add(task)
+            task.add_done_callback(self._shadow_tasks.discard)
+
+    async def _shadow(self, name: str, request_id: str, body: dict[str, Any], live: _VersionInfo,
+                      live_rows: np.ndarray, entry: Any, overhead_ms: float) -> None:  # fmt: skip
+        """Score the mirrored request with a shadow version; logged as variant ``shadow`` under the live request's
+        id, so feedback for that request labels both versions (online IC side by side)."""
+        ok, rows, predictions = False, live_rows, None
+        started = time.perf_counter()
+        try:
+            info = self.versions.get(entry.model_version)
+            if info is None:  # first copy: a store read, off the event loop and outside the timed part
+                info = await asyncio.to_thread(self._info, entry.model_version)
+                started = time.perf_counter()
+            if info.names != live.names:  # another signature: the same request in the shadow's own columns
+                rows, _ = self._rows(body, info)
+            scores = await self._score(entry.model_version, rows)
+            predictions = [float(x) for x in np.asarray(scores).reshape(-1)]
+            ok = True
+        except Exception:  # counted as the shadow's error, never the client's
+            pass
+        latency = overhead_ms + (time.perf_counter() - started) * 1000
+        self._record(entry.model_version, latency, ok)
+        if self.monitor is not None:
+            self.monitor.record(request_id, name, entry.model_version, entry.version, "shadow", rows, predictions,
+                                latency, "ok" if ok else "error")  # fmt: skip
 
     def _rows(
         self, body: dict[str, Any], info: _VersionInfo

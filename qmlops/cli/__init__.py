@@ -52,7 +52,9 @@ app.add_typer(train_app, name="train", help="Train any model type; follow runs a
 app.add_typer(tune_app, name="tune", help="Hyperparameter and model-type search on Ray Tune (ASHA, Optuna).")
 app.add_typer(serve_app, name="serve", help="Run the Serve gateway and model servers; routing tables.")
 app.add_typer(
-    deploy_app, name="deploy", help="Rollouts: immediate, blue-green, canary, rolling; gates and rollback."
+    deploy_app,
+    name="deploy",
+    help="Rollouts: immediate, blue-green, canary, rolling, shadow; gates and rollback.",
 )
 app.add_typer(
     monitor_app, name="monitor", help="Prediction log, per-version metrics, drift reports, log losses."

@@ -98,7 +98,9 @@ def _controller() -> Any:
 def deploy_start_command(
     model: str = typer.Argument(...),
     version: str = typer.Argument(..., help="version number, alias or mv-id"),
-    strategy: str = typer.Option("canary", "--strategy", help="immediate, blue_green, canary or rolling"),
+    strategy: str = typer.Option(
+        "canary", "--strategy", help="immediate, blue_green, canary, rolling or shadow"
+    ),
     option: list[str] = typer.Option([], "--option", "-o", help="NAME=VALUE (JSON values), repeatable"),
     follow: bool = typer.Option(True, "--follow/--no-follow", help="drive the rollout here until it ends"),
     as_json: bool = JSON_OPTION,

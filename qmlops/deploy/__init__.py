@@ -1,4 +1,4 @@
-"""Rollouts: immediate, blue-green, canary and rolling, as a persistent state machine with analysis gates."""
+"""Rollouts: immediate, blue-green, canary, rolling and shadow, as a persistent state machine with analysis gates."""
 
 from qmlops.deploy._controller import STRATEGIES, RolloutController, controller_handle
 

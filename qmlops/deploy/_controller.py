@@ -25,6 +25,14 @@ Strategies (``options`` in brackets, defaults after ``=``):
 - ``rolling``: validate, roll the model server's replicas to preload the new version (Serve's rolling update,
   each new replica passing its health check), then move traffic in ``batches=4`` equal steps, health-checking
   after each.
+- ``shadow``: validate, add the new version to the routing table as ``shadow`` (weight 0: it never answers a
+  client; the gateway scores a mirrored copy of each routed request with it, off the response path, and logs it
+  with variant ``shadow``) once it is loaded and passed its health check, then observe for ``observe_seconds=60``; the canary's gates (error
+  rate, latency ratio, drift share, online IC from feedback, same options and defaults) compare the shadow with
+  the stable version over the window, waiting for ``min_requests=20`` mirrored requests (up to
+  ``max_wait_seconds=300``; ``min_requests=0`` passes a window without traffic, for a caller whose verdict came
+  from elsewhere, such as the daily loop's matured days). Passing switches 100% to it at once, the old version
+  kept warm as ``standby`` (so ``rollback`` is instant); failing removes the shadow, production never moved.
 
 A failing gate or check rolls back: the stable version gets 100% again, the new version's registry state becomes
 ``rolled_back``, an alert event is written, and the rollout records why. Success promotes the new version to
@@ -51,7 +59,7 @@ from qmlops.serving import RouteEntry, RoutingTable, ServeService
 __all__ = ["RolloutController", "STRATEGIES", "DEFAULTS", "controller_handle"]
 
 Store = MetadataStore | RemoteMetadataStore
-STRATEGIES = ("immediate", "blue_green", "canary", "rolling")
+STRATEGIES = ("immediate", "blue_green", "canary", "rolling", "shadow")
 ACTIVE = ("pending", "running", "paused")
 ORPHAN_SECONDS = 30.0
 _ALERT_SENDER = ThreadPoolExecutor(
@@ -65,6 +73,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
                "max_latency_ratio": 1.5, "min_requests": 20, "max_wait_seconds": 300.0, "health_requests": 5,
                "max_drift_share": 0.5, "min_labels": 30, "max_ic_drop": 0.05},
     "rolling": {"batches": 4, "health_requests": 5},
+    "shadow": {"observe_seconds": 60.0, "max_error_rate_delta": 0.02, "max_latency_ratio": 1.5, "min_requests": 20,
+               "max_wait_seconds": 300.0, "health_requests": 5, "max_drift_share": 0.5, "min_labels": 30,
+               "max_ic_drop": 0.05},
 }  # fmt: skip
 
 
@@ -106,7 +117,7 @@ class RolloutController:
             current, stable = None, None
         if stable is not None and stable.model_version == record.id:
             raise ConflictError(f"{model} v{record.version} is already the stable version", field="version")
-        if strategy in ("canary", "blue_green", "rolling") and stable is None:
+        if strategy in ("canary", "blue_green", "rolling", "shadow") and stable is None:
             raise ConflictError(f"{model} has no stable version to compare against; deploy it with the immediate "
                                 "strategy first", field="strategy")  # fmt: skip
         report = self._validate(model, record)
@@ -248,6 +259,38 @@ class RolloutController:
             return self._succeed(r)
         self._set_weights(r, {new_id: (weight, "canary"), old_id: (100.0 - weight, "stable")})
         return self._advance(r, step + 1, f"canary at {weight:g}%")
+
+    def _step_shadow(self, r: dict[str, Any]) -> dict[str, Any]:
+        opts = r["options"]
+        new_id, old_id = r["to_version"], r["from_version"]
+        if int(r["step"]) == 0:  # staged (loaded, answering probes) before any live traffic is mirrored to it
+            self._stage(r)
+            self._set_weights(r, {new_id: (0.0, "shadow")})
+            return self._advance(r, 1, "shadow receiving a mirror of live traffic")
+        started = _parse(r["step_started_at"])
+        elapsed = time.time() - started
+        if elapsed < float(opts["observe_seconds"]):
+            return self.store.serving.update_rollout(r["id"])  # observing; the heartbeat moves
+        stats = self._window_stats(started, [new_id, old_id])
+        new = stats.get(new_id) or {"requests": 0}
+        if int(opts["min_requests"]) == 0 and not new.get("requests"):
+            gates: dict[str, Any] = {"new": new, "stable": stats.get(old_id), "gates": [], "verdict": "pass",
+                                     "note": "no mirrored request in the window and min_requests=0"}  # fmt: skip
+        else:
+            gates = self._canary_gates(stats.get(new_id), stats.get(old_id), opts)
+            self._monitoring_gates(gates, new_id, old_id, started, stats, opts)
+        if gates["verdict"] == "wait":
+            if elapsed < float(opts["max_wait_seconds"]):
+                return self.store.serving.update_rollout(r["id"])
+            raise _GateFailed(f"not enough mirrored traffic to judge the shadow after {elapsed:.0f} s: "
+                              f"{gates['new']['requests']} of {opts['min_requests']} requests", gates)  # fmt: skip
+        self.store.serving.update_rollout(r["id"], gates=gates)
+        self.store.serving.add_event(r["id"], "analysis", gates)
+        if gates["verdict"] == "fail":
+            raise _GateFailed("; ".join(g["reason"] for g in gates["gates"] if not g["ok"]), gates)
+        self._set_weights(r, {new_id: (100.0, "stable")}, drop_others=True)
+        self._health(r, new_id)
+        return self._succeed(r)
 
     def _window_stats(self, since: float, ids: list[str]) -> dict[str, dict[str, Any]]:
         """The step window's figures per version: from the prediction log (every gateway replica's answers, with

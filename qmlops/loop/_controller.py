@@ -14,7 +14,8 @@ Stages of a day ``d`` (the ``i``-th market day of the loop's data):
 6. ``retrain``: by :func:`qmlops.loop.retrain_decision`; materialises the day's version and trains through the
    training engine on the policy's window; the first model goes to production, later ones into shadow.
 7. ``verdict``: each shadow candidate's paired test (:func:`qmlops.loop.shadow_verdict`) promotes it
-   (registry production; through the rollout controller when the policy deploys) or archives it with the reason.
+   (registry production; through the rollout controller when the policy deploys: ``shadow`` beside a served
+   production version, else ``immediate``) or archives it with the reason.
 
 A stage is recorded as done (``loop_steps``) only after its effects, and every effect is idempotent (versions
 by hash, predictions and metrics by key), so a process killed anywhere resumes without a missed or doubled day.
@@ -406,7 +407,18 @@ class LoopController:
             from qmlops.deploy import RolloutController
 
             controller = RolloutController(self.settings, self.store)
-            rollout = controller.start(record.name, record.id, "immediate")
+            try:
+                serving = any(
+                    e.role == "stable" and e.weight > 0 for e in controller.service.table(record.name).entries
+                )
+            except QmlopsError:
+                serving = False
+            # a served model changes through a shadow rollout (staged beside production, health-checked, then
+            # switched with the old version warm); the verdict is the matured days', so no live window is awaited
+            strategy, options = (
+                ("shadow", {"observe_seconds": 0.0, "min_requests": 0}) if serving else ("immediate", {})
+            )
+            rollout = controller.start(record.name, record.id, strategy, options)
             rollout = controller.run(rollout["id"])
             if rollout["state"] != "succeeded":
                 self._archive(

@@ -1,13 +1,14 @@
 """Routing tables: which model version answers a request, sticky per user.
 
 A table per model name holds entries (model version id, weight, role ``stable`` | ``canary`` | ``variant`` |
-``standby``) and a salt. A sticky key (a user id from the body or a header) is hashed with the salt into 10,000
+``standby`` | ``shadow``) and a salt. A sticky key (a user id from the body or a header) is hashed with the salt into 10,000
 buckets; entries own consecutive bucket ranges in the order ``canary``/``variant`` entries first, then ``stable``,
 sized by weight (largest-remainder rounding, so the ranges always cover all 10,000 buckets). A user keeps their
 version while weights stay put; when a canary's weight grows from 5% to 25% its range grows from [0, 500) to
 [0, 2500): only users in [500, 2500) move, and all of them move to the canary (minimal movement). Requests
 without a key get a uniformly random bucket, so they are split by weight. ``standby`` entries (blue-green's warm
-old version) have weight 0 and receive nothing until a switch.
+old version) have weight 0 and receive nothing until a switch. ``shadow`` entries also have weight 0: they never
+answer a request, the gateway scores a mirrored copy of each routed request with them off the response path.
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ from qmlops.experiments import bucket_of
 __all__ = ["BUCKETS", "ROLES", "RouteEntry", "RoutingTable"]
 
 BUCKETS = 10_000
-ROLES = ("stable", "canary", "variant", "standby")
-_ORDER = {"canary": 0, "variant": 1, "stable": 2, "standby": 3}
+ROLES = ("stable", "canary", "variant", "standby", "shadow")
+_ORDER = {"canary": 0, "variant": 1, "stable": 2, "standby": 3, "shadow": 4}
 
 
 @dataclass(frozen=True)
