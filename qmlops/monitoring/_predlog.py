@@ -213,6 +213,11 @@ def replay_spool(store: Any, directory: Path, pid: int, replica: str) -> tuple[i
     return replayed, missing_after
 
 
+# A replica that restarts its monitor (new monitoring options) keeps numbering its rows where the closed log
+# stopped: the log's appends are keyed by (replica, seq), so a restart at 1 would have its rows skipped as resent.
+_CARRIED: dict[str, tuple[int, int, int]] = {}
+
+
 class PredictionLog:
     """One replica's buffer of prediction rows."""
 
@@ -229,6 +234,8 @@ class PredictionLog:
         self.failed_flushes = 0
         self.quarantined = 0
         self.seq = 0  # rows answered so far; also each row's sequence number in the log
+        if spool:
+            self.seq, self.flushed, self.quarantined = _CARRIED.pop(replica, (0, 0, 0))
         self.last_flush = time.time()
         stem = f"{socket.gethostname()}__{os.getpid()}__{replica}"
         self._counters = _Counters(directory / (f"{stem}.cnt" if spool else f"replay-{stem}.cnt"))
@@ -379,6 +386,8 @@ class PredictionLog:
     def close(self) -> None:
         """Graceful shutdown: flush everything; the counter file goes (nothing was lost)."""
         self.flush()
+        if self._spool is not None:
+            _CARRIED[self.replica] = (self.seq, self.flushed, self.quarantined)
         if self.seq == self.flushed + self.quarantined:
             self._counters.remove()
             if self._spool is not None:

@@ -113,3 +113,20 @@ def test_sigkill_loses_no_answered_row_the_spool_is_replayed(tmp_home: Path) -> 
     rows = {r["request_id"]: r for r in store.predictions.query(model_name="m", limit=1000)}
     assert rows["spooled-9"]["output"] == 9 / 3
     assert not list((directory / "spool").glob("*victim*"))
+
+
+def test_a_restarted_log_of_the_same_replica_keeps_its_rows(tmp_home: Path) -> None:
+    """New monitoring options restart a replica's log; appends are keyed by (replica, seq), so the new log
+    numbers on from the old one instead of restarting at 1 and having its rows skipped as resent."""
+    store = get_store()
+    first = PredictionLog(store, "r3", tmp_home / "run" / "predlog")
+    for i in range(5):
+        _add(first, f"before-{i}")
+    first.close()
+    second = PredictionLog(store, "r3", tmp_home / "run" / "predlog")
+    for i in range(5):
+        _add(second, f"after-{i}")
+    assert second.flush() == 5
+    assert {f"after-{i}" for i in range(5)} <= set(store.predictions.request_ids("m"))
+    assert second.status()["answered"] == 10 and second.status()["flushed"] == 10
+    second.close()
