@@ -411,7 +411,8 @@ class LoopController:
         n = len(window)
         if n < min(30, self.policy.change.min_days if from_change else 30):
             raise ValidationError(f"{n} days with matured labels are too few to train on", field="train_days")
-        a, b = int(n * 0.7), int(n * 0.85)
+        # 70/15/15, with valid and test long enough to keep days after the label-horizon purge before each
+        a, b = min(int(n * 0.7), n - 7), min(int(n * 0.85), n - 3)
         segments = {"train": (str(window[0].date()), str(window[a - 1].date())),
                     "valid": (str(window[a].date()), str(window[b - 1].date())),
                     "test": (str(window[b].date()), str(window[-1].date()))}  # fmt: skip
