@@ -260,7 +260,7 @@ class LoopController:
         if production is None:
             return {}
         details: dict[str, Any] = {"drift_share": self._drift_share(production, self._day_features(d))}
-        days, ics = self._ic_days(production)
+        days, ics = self._decay_series(production)
         decayed, decay = ic_decay(ics, self.policy.trigger)
         if "change_index" in decay:
             decay["change_day"] = days[decay["change_index"]]
@@ -282,7 +282,7 @@ class LoopController:
         retrains = self.store.loops.decisions(self.id, "retrain")
         last = self.calendar.get_indexer([pd.Timestamp(retrains[-1]["day"])])[0] if retrains else None
         watch = self.store.loops.stages_done(self.id, d.date()).get("watch", {}).get("details") or {}
-        days, ics = self._ic_days(production) if production else ([], [])
+        days, ics = self._decay_series(production) if production else ([], [])
         go, reason, why = retrain_decision(
             day_index=int(self.calendar.get_indexer([d])[0]), has_production=production is not None,
             last_retrain_index=None if last is None or last < 0 else int(last),
@@ -344,10 +344,19 @@ class LoopController:
     def _ics(self, model_id: str) -> list[float | None]:
         return [m["ic"] for m in self.store.loops.metrics(self.id, model_id)]
 
-    def _ic_days(self, model_id: str) -> tuple[list[str], list[float]]:
-        """The model's matured days with a finite IC, and those ICs (oldest first)."""
-        rows = [(str(m["day"]), float(m["ic"])) for m in self.store.loops.metrics(self.id, model_id)
-                if m["ic"] is not None and np.isfinite(m["ic"])]  # fmt: skip
+    def _decay_series(self, model_id: str) -> tuple[list[str], list[float]]:
+        """The daily ICs the decay test reads (oldest first, finite only), with their days: ``rolling_mean``: the
+        production model's own; ``page_hinkley``: the production line's (whichever version served each day) since
+        the last retrain on IC decay, so a model promoted into a regime where it is already wrong still shows
+        the line's fall."""
+        if self.policy.trigger.method == "page_hinkley":
+            decays = self.store.loops.decisions(self.id, "retrain")
+            since = max((str(r["day"]) for r in decays if r["reason"] == "ic_decay"), default="")
+            rows = [(str(m["day"]), m["ic"]) for m in self.store.loops.metrics(self.id)
+                    if m["role"] == "production" and str(m["day"]) > since]  # fmt: skip
+        else:
+            rows = [(str(m["day"]), m["ic"]) for m in self.store.loops.metrics(self.id, model_id)]
+        rows = sorted((d, float(v)) for d, v in rows if v is not None and np.isfinite(v))
         return [r[0] for r in rows], [r[1] for r in rows]
 
     def _predictor(self, model_id: str) -> Any:

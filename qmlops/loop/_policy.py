@@ -23,8 +23,9 @@ __all__ = [
 class TriggerPolicy(BaseModel):
     """Retrain triggers. IC decay (``method``): ``rolling_mean``: the production model's mean online IC over the
     last ``ic_window`` matured days is under ``ic_floor`` on ``ic_days`` consecutive days; ``page_hinkley``: a
-    Page-Hinkley test for a fall in the mean of its daily IC (tolerance ``ph_delta``, threshold ``ph_threshold``),
-    with ``ic_floor`` as the switch (``null``: off). Either estimates where the fall began (the change point).
+    Page-Hinkley test for a fall in the mean daily IC of the production line (whichever version served each day,
+    since the last retrain on decay; tolerance ``ph_delta``, threshold ``ph_threshold``), with ``ic_floor`` as
+    the switch (``null``: off). Either estimates where the fall began (the change point).
     Drift: the share of features whose PSI against the production model's training reference exceeds 0.25 is at
     least ``drift_share`` (``null``: off)."""
 
