@@ -11,6 +11,7 @@ retrain); with ``--source planted`` (when the planted source is installed) also 
 IC against the oracle's.
 
     python bench/loop.py [--part features|replay|all] [--instruments 500] [--days 250] [--source synthetic]
+                         [--change-day N] [--policy bench/loop_change_policy.yaml]
 """
 
 from __future__ import annotations
@@ -89,7 +90,7 @@ def recovery(
 
 
 def bench_replay(n_instruments: int, n_days: int, source: str, retrain_every: int,
-                 change_day: int | None = None, train_days: int = 120) -> None:  # fmt: skip
+                 change_day: int | None = None, train_days: int = 120, policy_file: str | None = None) -> None:  # fmt: skip
     from qmlops.data import FrameSource, ingest
     from qmlops.loop import LoopController
     from qmlops.metadata import get_store
@@ -105,6 +106,12 @@ def bench_replay(n_instruments: int, n_days: int, source: str, retrain_every: in
         ).record
     days = sorted(pd.DatetimeIndex(pd.read_parquet(record.uri, columns=["date"])["date"].unique()))
     policy = {"min_history_days": warmup, "train_days": train_days, "retrain_every": retrain_every}
+    if policy_file:  # its settings over the command line's
+        import yaml
+
+        with open(policy_file) as fh:
+            policy.update(yaml.safe_load(fh) or {})
+        print(f"policy: {policy}")
     ctl = LoopController.open_replay(
         "bench", record.id, str(days[warmup].date()), str(days[-1].date()), policy=policy
     )
@@ -170,6 +177,7 @@ def main() -> None:
         "--change-day", type=int, default=None, help="planted: replay day of the regime change"
     )
     parser.add_argument("--train-days", type=int, default=120, help="the policy's rolling training window")
+    parser.add_argument("--policy", default=None, help="a loop policy YAML over the options above")
     args = parser.parse_args()
     os.environ.setdefault("QMLOPS_HOME", tempfile.mkdtemp(prefix="qmlops-bench-loop-"))
     os.environ["QMLOPS_METADATA_MODE"] = "local"
@@ -177,7 +185,13 @@ def main() -> None:
         bench_features(args.instruments, [250, 1000, 2500])
     if args.part in ("replay", "all"):
         bench_replay(
-            args.instruments, args.days, args.source, args.retrain_every, args.change_day, args.train_days
+            args.instruments,
+            args.days,
+            args.source,
+            args.retrain_every,
+            args.change_day,
+            args.train_days,
+            args.policy,
         )
 
 

@@ -261,11 +261,16 @@ class LoopController:
         if production is None:
             return {}
         details: dict[str, Any] = {"drift_share": self._drift_share(production, self._day_features(d))}
-        decayed, decay = ic_decay(self._ics(production), self.policy.trigger)
+        days, ics = self._decay_series(production)
+        decayed, decay = ic_decay(ics, self.policy.trigger)
+        if "change_index" in decay:
+            decay["change_day"] = days[decay["change_index"]]
         details["ic_decay"] = {"decayed": decayed, **decay}
         if decayed:
-            self._alert(d, "warning", f"loop {self.id}: production online IC decayed ({decay.get('rolling_mean_ic', 0):+.4f} "
-                        f"under {self.policy.trigger.ic_floor:g})", decay)  # fmt: skip
+            how = (f"Page-Hinkley {decay['statistic']:.2f} over {decay['threshold']:g}, mean IC {decay['mean_ic_since_change']:+.4f} "
+                   f"since {decay['change_day']}" if "statistic" in decay else
+                   f"{decay.get('rolling_mean_ic', 0):+.4f} under {self.policy.trigger.ic_floor:g}")  # fmt: skip
+            self._alert(d, "warning", f"loop {self.id}: production online IC decayed ({how})", decay)
         share = self.policy.trigger.drift_share
         if share is not None and details["drift_share"] is not None and details["drift_share"] >= share:
             self.store.loops.add_decision(self.id, d.date(), "drift", f"drift share {details['drift_share']:.0%}",
@@ -278,15 +283,26 @@ class LoopController:
         retrains = self.store.loops.decisions(self.id, "retrain")
         last = self.calendar.get_indexer([pd.Timestamp(retrains[-1]["day"])])[0] if retrains else None
         watch = self.store.loops.stages_done(self.id, d.date()).get("watch", {}).get("details") or {}
+        days, ics = self._decay_series(production) if production else ([], [])
         go, reason, why = retrain_decision(
             day_index=int(self.calendar.get_indexer([d])[0]), has_production=production is not None,
             last_retrain_index=None if last is None or last < 0 else int(last),
-            production_ics=self._ics(production) if production else [], drift_share=watch.get("drift_share"),
+            production_ics=ics, drift_share=watch.get("drift_share"),
             shadow_pending=bool(self._shadows()), policy=self.policy,
         )  # fmt: skip
         if not go:
             return {"retrain": False}
-        model = self._train(d)
+        if "change_index" in why:
+            why["change_day"] = days[why["change_index"]]
+        since = None
+        if self.policy.change.restart_window:
+            if reason == "ic_decay" and "change_day" in why:
+                since = pd.Timestamp(why["change_day"])
+            elif production is not None:  # the serving model's window started at a change: keep that start
+                served = [r for r in retrains if r["model_version"] == production]
+                start = ((served[-1]["details"] or {}).get("window_from_change")) if served else None
+                since = pd.Timestamp(start) if start else None
+        model = self._train(d, since)
         self.store.loops.add_decision(self.id, d.date(), "retrain", reason, model_version=model["id"],
                                       details={**why, **model})  # fmt: skip
         if production is None:
@@ -328,6 +344,21 @@ class LoopController:
 
     def _ics(self, model_id: str) -> list[float | None]:
         return [m["ic"] for m in self.store.loops.metrics(self.id, model_id)]
+
+    def _decay_series(self, model_id: str) -> tuple[list[str], list[float]]:
+        """The daily ICs the decay test reads (oldest first, finite only), with their days: ``rolling_mean``: the
+        production model's own; ``page_hinkley``: the production line's (whichever version served each day) since
+        the last retrain on IC decay, so a model promoted into a regime where it is already wrong still shows
+        the line's fall."""
+        if self.policy.trigger.method == "page_hinkley":
+            decays = self.store.loops.decisions(self.id, "retrain")
+            since = max((str(r["day"]) for r in decays if r["reason"] == "ic_decay"), default="")
+            rows = [(str(m["day"]), m["ic"]) for m in self.store.loops.metrics(self.id)
+                    if m["role"] == "production" and str(m["day"]) > since]  # fmt: skip
+        else:
+            rows = [(str(m["day"]), m["ic"]) for m in self.store.loops.metrics(self.id, model_id)]
+        rows = sorted((d, float(v)) for d, v in rows if v is not None and np.isfinite(v))
+        return [r[0] for r in rows], [r[1] for r in rows]
 
     def _predictor(self, model_id: str) -> Any:
         if model_id not in self._predictors:
@@ -371,30 +402,39 @@ class LoopController:
             shifted += int(psi(ref.reference_cells, counts) > _PSI_ALERT)
         return shifted / tested if tested else None
 
-    def _train(self, d: pd.Timestamp) -> dict[str, Any]:
+    def _train(self, d: pd.Timestamp, since: pd.Timestamp | None = None) -> dict[str, Any]:
+        """Train on the policy's window of matured days up to ``d``; ``since``: a change point the window starts
+        at instead (with at least ``change.min_days`` days) while it is later than the window's own start."""
         from qmlops.features import materialize
         from qmlops.training import TrainConfig, train
 
         pos = int(self.calendar.get_indexer([d])[0])
         last_label = pos - LABEL_HORIZON
         first = max(_WARMUP_DAYS - 1, 0 if self.policy.window == "expanding" else last_label - self.policy.train_days + 1)  # fmt: skip
+        from_change = None
+        if since is not None:
+            at = int(self.calendar.searchsorted(since))
+            start = max(_WARMUP_DAYS - 1, min(at, last_label - self.policy.change.min_days + 1))
+            if start > first:
+                first, from_change = start, str(since.date())
         window = self.calendar[first : last_label + 1]
         n = len(window)
-        if n < 30:
+        if n < min(30, self.policy.change.min_days if from_change else 30):
             raise ValidationError(f"{n} days with matured labels are too few to train on", field="train_days")
-        a, b = int(n * 0.7), int(n * 0.85)
+        # 70/15/15, with valid and test long enough to keep days after the label-horizon purge before each
+        a, b = min(int(n * 0.7), n - 7), min(int(n * 0.85), n - 3)
         segments = {"train": (str(window[0].date()), str(window[a - 1].date())),
                     "valid": (str(window[a].date()), str(window[b - 1].date())),
                     "test": (str(window[b].date()), str(window[-1].date()))}  # fmt: skip
         materialize(self.version.id, self.policy.feature_set, engine=self.policy.feature_engine, store=self.store,
                     settings=self.settings)  # fmt: skip
         config = TrainConfig(model_type=self.policy.model_type, dataset=self.version.id, feature_set=self.policy.feature_set,
-                             params=self.policy.model_params(), segments=segments, register_as=self.loop["model"],
+                             params=self.policy.model_params(since_change=from_change is not None), segments=segments, register_as=self.loop["model"],
                              report=False, seed=self.policy.seed, name=f"loop {self.id} {d.date()}")  # fmt: skip
         result = train(config, store=self.store, settings=self.settings)
         assert result.model_version is not None
         return {**result.model_version, "run_id": result.run_id, "segments": segments,
-                "test_ic": result.evaluation.to_dict().get("ic")}  # fmt: skip
+                "test_ic": result.evaluation.to_dict().get("ic"), "window_from_change": from_change}  # fmt: skip
 
     def _promote(
         self, d: pd.Timestamp, model_id: str, reason: str, details: dict[str, Any] | None = None

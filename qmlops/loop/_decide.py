@@ -12,7 +12,15 @@ from scipy import stats
 
 from qmlops.loop._policy import LoopPolicy, ShadowPolicy, TriggerPolicy
 
-__all__ = ["DayMetrics", "day_metrics", "ic_decay", "retrain_decision", "ShadowVerdict", "shadow_verdict"]
+__all__ = [
+    "DayMetrics",
+    "change_point",
+    "day_metrics",
+    "ic_decay",
+    "retrain_decision",
+    "ShadowVerdict",
+    "shadow_verdict",
+]
 
 
 @dataclass(frozen=True)
@@ -44,15 +52,35 @@ def day_metrics(scores: np.ndarray, returns: np.ndarray, k: int) -> DayMetrics:
     return DayMetrics(ic, rank_ic, long_short, n)
 
 
-def ic_decay(ics: Sequence[float | None], trigger: TriggerPolicy) -> tuple[bool, dict[str, Any]]:
-    """Rolling-mean-under-a-floor test on the production model's daily online IC (oldest first).
+def change_point(x: np.ndarray, delta: float) -> tuple[int, float]:
+    """Page-Hinkley for a fall in the mean of ``x`` (oldest first): ``m_t = sum_{i<=t} (x_i - mean(x_0..x_i) + delta)``,
+    the statistic is ``max_t m_t - m_T``; the change point is the index after the one where ``m`` peaked (the
+    first value of the fall). Returns (change index, statistic)."""
+    running = np.cumsum(x) / np.arange(1, x.size + 1)
+    m = np.cumsum(x - running + delta)
+    peak = int(np.argmax(m))
+    return min(peak + 1, x.size - 1), float(m[peak] - m[-1])
 
-    Decay is declared when the mean of the last ``ic_window`` ICs was under ``ic_floor`` on each of the last
-    ``ic_days`` days (the rolling means ending at each of those days). Days without an IC are skipped.
+
+def ic_decay(ics: Sequence[float | None], trigger: TriggerPolicy) -> tuple[bool, dict[str, Any]]:
+    """IC decay of the production model's daily online IC (oldest first), by ``trigger.method``.
+
+    ``rolling_mean``: decay when the mean of the last ``ic_window`` ICs was under ``ic_floor`` on each of the last
+    ``ic_days`` days (the rolling means ending at each of those days). ``page_hinkley``: decay when the
+    Page-Hinkley statistic of :func:`change_point` exceeds ``ph_threshold`` (after at least ``ic_window`` ICs).
+    Days without an IC are skipped; ``change_index`` in the details counts the ICs kept.
     """
     if trigger.ic_floor is None:
         return False, {"reason": "IC trigger off"}
     x = np.array([v for v in ics if v is not None and math.isfinite(v)], dtype=np.float64)
+    if trigger.method == "page_hinkley":
+        if x.size < trigger.ic_window:
+            return False, {"matured_days": int(x.size), "needed": trigger.ic_window}
+        index, statistic = change_point(x, trigger.ph_delta)
+        return statistic > trigger.ph_threshold, {
+            "method": "page_hinkley", "statistic": statistic, "threshold": trigger.ph_threshold,
+            "change_index": index, "mean_ic_since_change": float(x[index:].mean()),
+        }  # fmt: skip
     need = trigger.ic_window + trigger.ic_days - 1
     if x.size < need:
         return False, {"matured_days": int(x.size), "needed": need}
@@ -66,6 +94,7 @@ def ic_decay(ics: Sequence[float | None], trigger: TriggerPolicy) -> tuple[bool,
             if (means >= trigger.ic_floor).any()
             else len(means)
         ),
+        "change_index": change_point(x, trigger.ph_delta)[0],
     }
 
 

@@ -10,20 +10,47 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from qmlops.exceptions import QmlopsError, ValidationError
 
-__all__ = ["SMALL_WINDOW_PARAMS", "LoopPolicy", "TriggerPolicy", "ShadowPolicy", "load_policy"]
+__all__ = [
+    "SMALL_WINDOW_PARAMS",
+    "ChangePolicy",
+    "LoopPolicy",
+    "TriggerPolicy",
+    "ShadowPolicy",
+    "load_policy",
+]
 
 
 class TriggerPolicy(BaseModel):
-    """Retrain triggers. IC decay: the production model's mean online IC over the last ``ic_window`` matured days
-    is under ``ic_floor`` on ``ic_days`` consecutive days. Drift: the share of features whose PSI against the
-    production model's training reference exceeds 0.25 is at least ``drift_share`` (``null``: off)."""
+    """Retrain triggers. IC decay (``method``): ``rolling_mean``: the production model's mean online IC over the
+    last ``ic_window`` matured days is under ``ic_floor`` on ``ic_days`` consecutive days; ``page_hinkley``: a
+    Page-Hinkley test for a fall in the mean daily IC of the production line (whichever version served each day,
+    since the last retrain on decay; tolerance ``ph_delta``, threshold ``ph_threshold``), with ``ic_floor`` as
+    the switch (``null``: off). Either estimates where the fall began (the change point).
+    Drift: the share of features whose PSI against the production model's training reference exceeds 0.25 is at
+    least ``drift_share`` (``null``: off)."""
 
     model_config = ConfigDict(extra="forbid")
+    method: Literal["rolling_mean", "page_hinkley"] = "rolling_mean"
+    ph_delta: float = Field(0.01, ge=0)
+    ph_threshold: float = Field(0.5, gt=0)
     ic_floor: float | None = 0.0
     ic_window: int = Field(10, ge=2, le=250)
     ic_days: int = Field(3, ge=1, le=250)
     drift_share: float | None = Field(None, gt=0, le=1)
     cooldown_days: int = Field(10, ge=0)
+
+
+class ChangePolicy(BaseModel):
+    """What a retrain on IC decay learns from. ``restart_window``: train on the matured days since the estimated
+    change point (at least ``min_days`` of them, reaching back before it when fewer have passed), and keep that
+    start for the next scheduled retrains while the model trained from it serves, until the rolling window has
+    moved past it. ``params``: the model's parameters while a window is shorter than ``train_days`` because it
+    starts at a change (``null``: the policy's)."""
+
+    model_config = ConfigDict(extra="forbid")
+    restart_window: bool = False
+    min_days: int = Field(15, ge=10)
+    params: dict[str, Any] | None = None
 
 
 class ShadowPolicy(BaseModel):
@@ -68,6 +95,7 @@ class LoopPolicy(BaseModel):
     retrain_every: int = Field(20, ge=0, description="scheduled retrain every N days (0: triggers only)")
     trigger: TriggerPolicy = Field(default_factory=lambda: TriggerPolicy.model_validate({}))
     shadow: ShadowPolicy = Field(default_factory=lambda: ShadowPolicy.model_validate({}))
+    change: ChangePolicy = Field(default_factory=lambda: ChangePolicy.model_validate({}))
     topk: int = Field(10, ge=1)
     scoring: Literal["local", "ray"] = "local"
     feature_engine: Literal["local", "ray"] = "local"
@@ -78,12 +106,14 @@ class LoopPolicy(BaseModel):
     def _known_model(self) -> LoopPolicy:
         from qmlops.training import get_model_type
 
-        get_model_type(self.model_type).params_for(
-            1, self.model_params()
-        )  # unknown type or parameter: refused
+        mtype = get_model_type(self.model_type)
+        mtype.params_for(1, self.model_params())  # unknown type or parameter: refused
+        mtype.params_for(1, self.model_params(since_change=True))
         return self
 
-    def model_params(self) -> dict[str, Any]:
+    def model_params(self, *, since_change: bool = False) -> dict[str, Any]:
+        if since_change and self.change.params is not None:
+            return dict(self.change.params)
         return dict(SMALL_WINDOW_PARAMS.get(self.model_type, {}) if self.params is None else self.params)
 
 

@@ -11,6 +11,7 @@ from qmlops.loop import (
     LoopPolicy,
     ShadowPolicy,
     TriggerPolicy,
+    change_point,
     day_metrics,
     ic_decay,
     load_policy,
@@ -42,6 +43,25 @@ def test_ic_decay_needs_k_rolling_means_under_the_floor() -> None:
     assert decayed and details["rolling_mean_ic"] < 0
     assert ic_decay([None, -1.0, -1.0], trig)[0] is False  # too few matured days
     assert ic_decay([-1.0] * 10, TriggerPolicy(ic_floor=None))[0] is False
+
+
+def test_page_hinkley_detects_a_fall_in_mean_ic_and_finds_where_it_began() -> None:
+    rng = np.random.default_rng(0)
+    trig = TriggerPolicy(method="page_hinkley", ph_delta=0.02, ph_threshold=0.5, ic_window=10)
+    stable = list(0.07 + 0.1 * rng.standard_normal(120))
+    decayed, details = ic_decay(stable, trig)
+    assert not decayed and details["statistic"] <= 0.5  # 120 noisy days around a steady mean: no alarm
+    fallen = stable + list(-0.07 + 0.1 * rng.standard_normal(8))
+    decayed, details = ic_decay(fallen, trig)
+    assert decayed and details["statistic"] > 0.5
+    assert 115 <= details["change_index"] <= 122  # the fall began at index 120
+    assert details["mean_ic_since_change"] < 0
+    assert ic_decay(fallen[:5], trig)[0] is False  # fewer than ic_window matured days
+    index, _ = change_point(np.array([0.1] * 30 + [-0.1] * 10), 0.01)
+    assert index == 30
+    # the rolling-mean method reports the same change-point estimate beside its own verdict
+    rolling = TriggerPolicy(ic_floor=0.0, ic_window=5, ic_days=2, ph_delta=0.01)
+    assert ic_decay([0.1] * 30 + [-0.1] * 10, rolling)[1]["change_index"] == 30
 
 
 def test_retrain_order_first_model_schedule_triggers_cooldown() -> None:
@@ -91,7 +111,9 @@ def test_shadow_verdict_is_a_one_sided_paired_t_test() -> None:
 def test_bad_policies_are_refused_naming_the_field(tmp_path) -> None:  # type: ignore[no-untyped-def]
     for data, field in (({"retrain_every": -1}, "policy.retrain_every"), ({"trigger": {"ic_window": 1}}, "policy.trigger.ic_window"),
                         ({"shadow": {"min_days": 10, "max_days": 5}}, "policy.shadow"), ({"nonsense": 1}, "policy.nonsense"),
-                        ({"model_type": "nope"}, "policy.model_type"), ({"params": {"no_such_param": 1}}, None)):  # fmt: skip
+                        ({"model_type": "nope"}, "policy.model_type"), ({"params": {"no_such_param": 1}}, None),
+                        ({"trigger": {"method": "cusum"}}, "policy.trigger.method"), ({"change": {"min_days": 3}}, "policy.change.min_days"),
+                        ({"change": {"params": {"no_such_param": 1}}}, None)):  # fmt: skip
         with pytest.raises(ValidationError) as err:
             load_policy(data)
         if field:
